@@ -1,0 +1,3 @@
+//! Reference implementations Kessai is checked and measured against, on the same machine.
+
+pub mod cryptopp;
