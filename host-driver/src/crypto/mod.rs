@@ -4,6 +4,8 @@ pub mod emsa5;
 pub mod esign;
 pub mod keyfile;
 pub mod mont;
+#[cfg(target_arch = "x86_64")]
+mod mont_ifma;
 pub mod rsa_sig;
 
 use std::fmt;

@@ -31,15 +31,18 @@ pub fn to_limbs(x: &BigUint, len: usize) -> Vec<u64> {
 }
 
 pub fn from_limbs(limbs: &[u64]) -> BigUint {
-    let mut bytes = Vec::with_capacity(limbs.len() * 8);
-    for l in limbs {
-        bytes.extend_from_slice(&l.to_le_bytes());
-    }
-    BigUint::from_bytes_le(&bytes)
+    BigUint::new(limbs.iter().flat_map(|&l| [l as u32, (l >> 32) as u32]).collect())
+}
+
+/// x^e mod n for e a power of two, by squaring: at 3072 bits about ten times faster than
+/// `BigUint::modpow`, whose set-up dominates for so small an exponent.
+pub(super) fn pow_2k_mod(x: &BigUint, e: u32, n: &BigUint) -> BigUint {
+    debug_assert!(e.is_power_of_two());
+    (0..e.trailing_zeros()).fold(x % n, |y, _| &y * &y % n)
 }
 
 /// Compare two equal-length little-endian limb strings.
-fn geq(a: &[u64], b: &[u64]) -> bool {
+pub(super) fn geq(a: &[u64], b: &[u64]) -> bool {
     for i in (0..a.len()).rev() {
         if a[i] != b[i] {
             return a[i] > b[i];
@@ -48,7 +51,7 @@ fn geq(a: &[u64], b: &[u64]) -> bool {
     true
 }
 
-fn sub_in_place(a: &mut [u64], b: &[u64]) {
+pub(super) fn sub_in_place(a: &mut [u64], b: &[u64]) {
     let mut borrow = 0u64;
     for i in 0..a.len() {
         let (d1, b1) = a[i].overflowing_sub(b[i]);
@@ -219,22 +222,73 @@ pub struct PublicExp {
     /// For e = 2^t: R^e mod n, which undoes the R⁻¹ that t plain squarings accumulate, so
     /// s^(2^t) costs t squarings and one product, with no conversion into Montgomery form.
     r_pow_e: Option<Vec<u64>>,
+    /// The AVX-512 IFMA version of `pow`, when the CPU has it and n is large enough.
+    #[cfg(target_arch = "x86_64")]
+    ifma: Option<super::mont_ifma::IfmaExp>,
+}
+
+/// False if `KESSAI_NO_IFMA` is set (to anything but "" or "0"): then every `PublicExp` takes
+/// the portable path even on a CPU with IFMA, so both can be exercised and compared on one
+/// machine. Read once per process.
+#[cfg(target_arch = "x86_64")]
+fn ifma_allowed() -> bool {
+    static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ALLOWED.get_or_init(|| !no_ifma_requested(std::env::var_os("KESSAI_NO_IFMA").as_deref()))
+}
+
+#[cfg(target_arch = "x86_64")]
+fn no_ifma_requested(var: Option<&std::ffi::OsStr>) -> bool {
+    var.is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 impl PublicExp {
     /// None unless n is odd and > 1 and e ≥ 1.
     pub fn new(n: &BigUint, e: u32) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        let allow_ifma = ifma_allowed();
+        #[cfg(not(target_arch = "x86_64"))]
+        let allow_ifma = false;
+        Self::with_ifma(n, e, allow_ifma)
+    }
+
+    /// As `new`, with the IFMA path used only if `allow_ifma` (and the CPU and n permit).
+    pub(crate) fn with_ifma(n: &BigUint, e: u32, allow_ifma: bool) -> Option<Self> {
         let m = MontModulus::new(n)?;
         if e == 0 {
             return None;
         }
-        let r_pow_e = if e.is_power_of_two() {
+        #[cfg(target_arch = "x86_64")]
+        let ifma = if allow_ifma { super::mont_ifma::IfmaExp::new(n, e) } else { None };
+        #[cfg(target_arch = "x86_64")]
+        let portable = ifma.is_none();
+        #[cfg(not(target_arch = "x86_64"))]
+        let (portable, _) = (true, allow_ifma);
+        let r_pow_e = if portable && e.is_power_of_two() {
             let r = (BigUint::one() << (64 * m.limbs())) % n;
-            Some(to_limbs(&r.modpow(&BigUint::from(e), n), m.limbs()))
+            Some(to_limbs(&pow_2k_mod(&r, e, n), m.limbs()))
         } else {
             None
         };
-        Some(PublicExp { m, e, r_pow_e })
+        Some(PublicExp {
+            m,
+            e,
+            r_pow_e,
+            #[cfg(target_arch = "x86_64")]
+            ifma,
+        })
+    }
+
+    /// Whether `pow` runs the AVX-512 IFMA code rather than the portable one.
+    #[cfg(target_arch = "x86_64")]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn uses_ifma(&self) -> bool {
+        self.ifma.is_some()
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn uses_ifma(&self) -> bool {
+        false
     }
 
     pub fn limbs(&self) -> usize {
@@ -252,6 +306,10 @@ impl PublicExp {
     /// s^e mod n, fully reduced; `s` as limbs, must be < n (the caller checks the range).
     pub fn pow(&self, s: &[u64]) -> Vec<u64> {
         let l = self.m.limbs();
+        #[cfg(target_arch = "x86_64")]
+        if let Some(ifma) = &self.ifma {
+            return ifma.pow(&s[..l], l);
+        }
         let mut scratch = vec![0u64; 2 * l + 2];
         let mut x = s.to_vec();
         let mut y = vec![0u64; l];
@@ -348,6 +406,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Both paths, whatever KESSAI_NO_IFMA says; PublicExp::new is covered by `dispatch`.
+    #[test]
+    fn both_paths_match_bigint() {
+        for bits in [1024u64, 2048, 3072] {
+            let n = (BigUint::one() << bits) - BigUint::from(189u32);
+            let s = &n / 3u32;
+            for e in [3u32, 32, 65537] {
+                for allow in [false, true] {
+                    let p = PublicExp::with_ifma(&n, e, allow).unwrap();
+                    assert_eq!(p.pow_big(&s), s.modpow(&BigUint::from(e), &n), "bits={bits} e={e} ifma={allow}");
+                    if !allow {
+                        assert!(!p.uses_ifma());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The IFMA path is really taken where the CPU has it, unless KESSAI_NO_IFMA asks otherwise:
+    /// a dispatch that silently falls back would pass every comparison test.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn dispatch() {
+        let cpu = is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512ifma");
+        let env_off = no_ifma_requested(std::env::var_os("KESSAI_NO_IFMA").as_deref());
+        let n3072 = (BigUint::one() << 3072) - BigUint::from(1103u32);
+        assert_eq!(PublicExp::new(&n3072, 32).unwrap().uses_ifma(), cpu && !env_off);
+        for bits in [1024u64, 1152, 1536, 2046, 2048, 3072, 4096, 6144] {
+            let n = (BigUint::one() << bits) - BigUint::one();
+            assert_eq!(PublicExp::with_ifma(&n, 32, true).unwrap().uses_ifma(), cpu, "{bits} bits");
+            assert!(!PublicExp::with_ifma(&n, 32, false).unwrap().uses_ifma());
+        }
+        // Small moduli stay on the portable path.
+        for n in [BigUint::from(3u32), (BigUint::one() << 1023) - BigUint::one()] {
+            assert!(!PublicExp::with_ifma(&n, 32, true).unwrap().uses_ifma());
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn no_ifma_env_values() {
+        use std::ffi::OsStr;
+        assert!(!no_ifma_requested(None));
+        assert!(!no_ifma_requested(Some(OsStr::new(""))));
+        assert!(!no_ifma_requested(Some(OsStr::new("0"))));
+        assert!(no_ifma_requested(Some(OsStr::new("1"))));
+        assert!(no_ifma_requested(Some(OsStr::new("yes"))));
     }
 
     #[test]
