@@ -69,6 +69,16 @@ impl PublicKey {
     pub fn modulus_bits(&self) -> usize {
         3 * self.l
     }
+    /// Which software arithmetic verifies with this key ("avx512-ifma" or "portable").
+    pub fn arithmetic(&self) -> &'static str {
+        self.exp.arithmetic()
+    }
+
+    /// This key verifying on the portable arithmetic, whatever the CPU offers.
+    pub fn with_portable_arithmetic(&self) -> Self {
+        PublicKey { exp: self.exp.portable(), ..self.clone() }
+    }
+
     /// k = L − 1: the bit length of the message representative f.
     pub fn k(&self) -> usize {
         self.l - 1

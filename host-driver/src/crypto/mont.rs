@@ -280,15 +280,27 @@ impl PublicExp {
 
     /// Whether `pow` runs the AVX-512 IFMA code rather than the portable one.
     #[cfg(target_arch = "x86_64")]
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn uses_ifma(&self) -> bool {
         self.ifma.is_some()
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn uses_ifma(&self) -> bool {
         false
+    }
+
+    /// Which arithmetic `pow` runs: "avx512-ifma" or "portable".
+    pub fn arithmetic(&self) -> &'static str {
+        if self.uses_ifma() {
+            "avx512-ifma"
+        } else {
+            "portable"
+        }
+    }
+
+    /// The same exponentiation on the portable path, to measure the two side by side.
+    pub fn portable(&self) -> Self {
+        Self::with_ifma(&self.modulus(), self.e, false).expect("already valid")
     }
 
     pub fn limbs(&self) -> usize {
