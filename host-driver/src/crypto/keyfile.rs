@@ -188,4 +188,31 @@ mod tests {
         assert!(esign_public_from_der(&[]).is_err());
         assert!(esign_private_from_der(&hex::decode(CRYPTOPP_PUB).unwrap()).is_err());
     }
+
+    #[test]
+    fn rsa_keys_load_in_every_accepted_form() {
+        use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
+        let private = crate::crypto::rsa_sig::generate(2048).unwrap();
+        let public = private.to_public_key();
+        let lf = rsa::pkcs8::LineEnding::LF;
+        let forms: Vec<Vec<u8>> = vec![
+            rsa_public_to_der(&public),
+            public.to_public_key_pem(lf).unwrap().into_bytes(),
+            public.to_pkcs1_der().unwrap().as_bytes().to_vec(),
+            public.to_pkcs1_pem(lf).unwrap().into_bytes(),
+        ];
+        for f in &forms {
+            assert_eq!(rsa_public_from_bytes(f).unwrap(), public);
+        }
+        let private_forms: Vec<Vec<u8>> = vec![
+            rsa_private_to_der(&private),
+            private.to_pkcs1_der().unwrap().as_bytes().to_vec(),
+            private.to_pkcs1_pem(lf).unwrap().as_bytes().to_vec(),
+        ];
+        for f in &private_forms {
+            assert_eq!(rsa_private_from_bytes(f).unwrap().to_public_key(), public);
+        }
+        assert!(rsa_public_from_bytes(b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(rsa_public_from_bytes(&forms[0][..40]).is_err());
+    }
 }
