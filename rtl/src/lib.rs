@@ -4,14 +4,19 @@
 //! - `model`: the bit-accurate reference of the datapath (16-bit words, CIOS Montgomery
 //!   products, left-to-right exponent sequencing) the blocks are checked against.
 //! - `montmul` (+ `mac_lane`): word-serial Montgomery multiplier with L multiplier lanes.
+//! - `modexp`: exponent sequencer (square-and-multiply, e up to 32 bits) on one `montmul`.
+//! - `verify_unit`: range check of s, `modexp`, masked compare (ESIGN top bits / full block),
+//!   2-bit verdict.
 //! - `uart_tx`, `uart_rx`: 8N1 serial line, clocks per bit a build parameter.
 //! - `crc16`: CRC-16/CCITT-FALSE, a byte per clock, for the frame layer.
 
 pub mod crc16;
 pub mod mac_lane;
 pub mod model;
+pub mod modexp;
 pub mod montmul;
 pub mod uart_rx;
 pub mod uart_tx;
+pub mod verify_unit;
 #[cfg(test)]
 mod uart_tests;

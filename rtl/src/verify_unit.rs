@@ -1,0 +1,756 @@
+//! Signature check around [`ModExp`]: range check of the signature, `y = s^e mod n`, and a
+//! masked comparison of `y` with a host-supplied reference, giving a 2-bit verdict.
+//!
+//! # Ports (all synchronous to `clock`)
+//!
+//! * Operand load: `wr_addr` (word index), `wr_data`, and one of `wr_n` / `wr_r2` / `wr_sig` /
+//!   `wr_ref` high for a cycle writes that word of `n`, `R² mod n`, the signature `s` or the
+//!   reference block. Ignored while `busy`. `n` and the reference survive a run; `s` and `R²`
+//!   must be rewritten before every `start` (the exponentiation overwrites the multiplier's
+//!   operand banks, see [`ModExp`]).
+//! * The reference block is `s` words, compared with `y` word by word:
+//!   * `mode` = [`MODE_FULL`]: `y` must equal it exactly (RSA PKCS#1 v1.5: the expected
+//!     encoded message).
+//!   * `mode` = [`MODE_ESIGN`]: only the bits of `y` at and above bit `top_shift` are compared,
+//!     so the host loads `f · 2^top_shift` (f's bit 0 at y's bit `top_shift`, e.g. f's word 0
+//!     at word address 128 for a 3072-bit modulus and `top_shift` = 2048); the words and bits
+//!     below `top_shift` are ignored. `top_shift ≥ 16·words` (nothing to compare) is an ERROR.
+//! * `words`, `n0p`, `e`, `mode` and `top_shift` are sampled on the edge that sees `start` high
+//!   while `busy` is low.
+//! * `busy` is high from the edge after `start` until the verdict is ready; `done` is then high
+//!   for exactly one cycle (with `busy` low; `start` is accepted in that cycle), and `verdict`
+//!   holds [`VERDICT_VALID`], [`VERDICT_INVALID`] or [`VERDICT_ERROR`] until the next `start`
+//!   (which clears it to [`VERDICT_NONE`]).
+//! * ERROR: `s = 0` or `s ≥ n` (checked in hardware before exponentiating), or the ESIGN shift
+//!   out of range. Then no exponentiation runs.
+//! * `rd_addr` → `rd_data` (one cycle later, while not busy): the words of `y` of the last run
+//!   that exponentiated (for diagnostics).
+//!
+//! # Sequencing
+//!
+//! `Idle` → `Cmp` (s cycles: reads s and n from the top word down, one word a cycle, from the
+//! unit's own copies; the first differing word decides s < n, and s ≠ 0 is OR-ed up) →
+//! `CmpEnd` (last word, verdict ERROR or start of the exponentiation on the same edge) → `Exp`
+//! (waits for [`ModExp`]'s `done`, reading y word 0 in that cycle) → `Chk` (s cycles: y word k
+//! against reference word k under the mask) → `Idle` with `done`.
+//!
+//! [`VerifyUnit::cycles`]`(s, e) = ModExp::cycles(s, e) + 2s + 2` edges from the `start` edge to
+//! the edge after which `done` is high; an ERROR from the range check takes
+//! [`VerifyUnit::cycles_rejected`]`(s) = s + 1`.
+
+use crate::modexp::ModExp;
+use rust_hdl::prelude::*;
+
+/// `mode` values.
+pub const MODE_FULL: bool = false;
+pub const MODE_ESIGN: bool = true;
+
+/// `verdict` values.
+pub const VERDICT_NONE: u64 = 0;
+pub const VERDICT_VALID: u64 = 1;
+pub const VERDICT_INVALID: u64 = 2;
+pub const VERDICT_ERROR: u64 = 3;
+
+#[derive(Copy, Clone, Debug, PartialEq, LogicState)]
+pub enum VuState {
+    Idle,
+    Cmp,
+    CmpEnd,
+    Exp,
+    Chk,
+}
+
+/// Verify unit with one `ModExp<AW, L>` and three word stores of the same shape (s, n and the
+/// reference: `L` banks of `2^AW` words each).
+#[derive(LogicBlock)]
+pub struct VerifyUnit<const AW: usize, const L: usize> {
+    pub clock: Signal<In, Clock>,
+    pub wr_addr: Signal<In, Bits<16>>,
+    pub wr_data: Signal<In, Bits<16>>,
+    pub wr_n: Signal<In, Bit>,
+    pub wr_r2: Signal<In, Bit>,
+    pub wr_sig: Signal<In, Bit>,
+    pub wr_ref: Signal<In, Bit>,
+    pub rd_addr: Signal<In, Bits<16>>,
+    pub rd_data: Signal<Out, Bits<16>>,
+    pub words: Signal<In, Bits<16>>,
+    pub n0p: Signal<In, Bits<16>>,
+    pub e: Signal<In, Bits<32>>,
+    pub mode: Signal<In, Bit>,
+    pub top_shift: Signal<In, Bits<32>>,
+    pub start: Signal<In, Bit>,
+    pub busy: Signal<Out, Bit>,
+    pub done: Signal<Out, Bit>,
+    pub verdict: Signal<Out, Bits<2>>,
+    mx: ModExp<AW, L>,
+    s_ram: [RAM<Bits<16>, AW>; L],
+    n_ram: [RAM<Bits<16>, AW>; L],
+    ref_ram: [RAM<Bits<16>, AW>; L],
+    lane_bits: Constant<Bits<16>>,
+    lane_mask: Constant<Bits<16>>,
+    ones: Constant<Bits<16>>,
+    // registers
+    state: DFF<VuState>,
+    words_q: DFF<Bits<16>>,
+    n0p_q: DFF<Bits<16>>,
+    e_q: DFF<Bits<32>>,
+    mode_q: DFF<Bit>,
+    shift_word: DFF<Bits<32>>,
+    shift_bit: DFF<Bits<16>>,
+    cfg_bad: DFF<Bit>,
+    i: DFF<Bits<16>>,
+    cmp_v: DFF<Bit>,
+    decided: DFF<Bit>,
+    lt: DFF<Bit>,
+    nz: DFF<Bit>,
+    mism: DFF<Bit>,
+    verdict_q: DFF<Bits<2>>,
+    done_q: DFF<Bit>,
+    rd_bank_q: DFF<Bits<16>>,
+    // combinational
+    wm1: Signal<Local, Bits<16>>,
+    total_bits: Signal<Local, Bits<32>>,
+    rd_word: Signal<Local, Bits<16>>,
+    rd_row: Signal<Local, Bits<16>>,
+    wr_bank: Signal<Local, Bits<16>>,
+    wr_row: Signal<Local, Bits<16>>,
+    s_w: Signal<Local, Bits<16>>,
+    n_w: Signal<Local, Bits<16>>,
+    f_w: Signal<Local, Bits<16>>,
+    y_w: Signal<Local, Bits<16>>,
+    differ: Signal<Local, Bit>,
+    lt_now: Signal<Local, Bit>,
+    nz_now: Signal<Local, Bit>,
+    k32: Signal<Local, Bits<32>>,
+    mask: Signal<Local, Bits<16>>,
+    bad_now: Signal<Local, Bit>,
+    mx_wr_n: Signal<Local, Bit>,
+    mx_wr_r2: Signal<Local, Bit>,
+    mx_wr_base: Signal<Local, Bit>,
+    mx_rd_addr: Signal<Local, Bits<16>>,
+    mx_start: Signal<Local, Bit>,
+}
+
+fn banks<T: Default, const L: usize>() -> [T; L] {
+    std::array::from_fn(|_| T::default())
+}
+
+impl<const AW: usize, const L: usize> Default for VerifyUnit<AW, L> {
+    fn default() -> Self {
+        Self {
+            clock: Default::default(),
+            wr_addr: Default::default(),
+            wr_data: Default::default(),
+            wr_n: Default::default(),
+            wr_r2: Default::default(),
+            wr_sig: Default::default(),
+            wr_ref: Default::default(),
+            rd_addr: Default::default(),
+            rd_data: Default::default(),
+            words: Default::default(),
+            n0p: Default::default(),
+            e: Default::default(),
+            mode: Default::default(),
+            top_shift: Default::default(),
+            start: Default::default(),
+            busy: Default::default(),
+            done: Default::default(),
+            verdict: Default::default(),
+            // ModExp (MontMul) checks AW and L
+            mx: Default::default(),
+            s_ram: banks(),
+            n_ram: banks(),
+            ref_ram: banks(),
+            lane_bits: Constant::new((L.trailing_zeros() as u64).into()),
+            lane_mask: Constant::new(((L - 1) as u64).into()),
+            ones: Constant::new(0xffff_u64.into()),
+            state: Default::default(),
+            words_q: Default::default(),
+            n0p_q: Default::default(),
+            e_q: Default::default(),
+            mode_q: Default::default(),
+            shift_word: Default::default(),
+            shift_bit: Default::default(),
+            cfg_bad: Default::default(),
+            i: Default::default(),
+            cmp_v: Default::default(),
+            decided: Default::default(),
+            lt: Default::default(),
+            nz: Default::default(),
+            mism: Default::default(),
+            verdict_q: Default::default(),
+            done_q: Default::default(),
+            rd_bank_q: Default::default(),
+            wm1: Default::default(),
+            total_bits: Default::default(),
+            rd_word: Default::default(),
+            rd_row: Default::default(),
+            wr_bank: Default::default(),
+            wr_row: Default::default(),
+            s_w: Default::default(),
+            n_w: Default::default(),
+            f_w: Default::default(),
+            y_w: Default::default(),
+            differ: Default::default(),
+            lt_now: Default::default(),
+            nz_now: Default::default(),
+            k32: Default::default(),
+            mask: Default::default(),
+            bad_now: Default::default(),
+            mx_wr_n: Default::default(),
+            mx_wr_r2: Default::default(),
+            mx_wr_base: Default::default(),
+            mx_rd_addr: Default::default(),
+            mx_start: Default::default(),
+        }
+    }
+}
+
+impl<const AW: usize, const L: usize> VerifyUnit<AW, L> {
+    /// Largest word count this instance accepts (`L · 2^AW`).
+    pub const MAX_WORDS: usize = L << AW;
+
+    /// Clock edges from the `start` edge to the edge after which `done` is high, for a
+    /// signature that passes the range check: `ModExp::cycles(s, e) + 2s + 2`.
+    pub fn cycles(s: usize, e: u32) -> usize {
+        ModExp::<AW, L>::cycles(s, e) + 2 * s + 2
+    }
+
+    /// The same for a run rejected before exponentiating (s = 0, s ≥ n, bad shift): `s + 1`.
+    pub fn cycles_rejected(s: usize) -> usize {
+        s + 1
+    }
+}
+
+impl<const AW: usize, const L: usize> Logic for VerifyUnit<AW, L> {
+    #[hdl_gen]
+    fn update(&mut self) {
+        // ------------------------------------------------------------ clocks
+        self.mx.clock.next = self.clock.val();
+        for k in 0..L {
+            self.s_ram[k].read_clock.next = self.clock.val();
+            self.s_ram[k].write_clock.next = self.clock.val();
+            self.n_ram[k].read_clock.next = self.clock.val();
+            self.n_ram[k].write_clock.next = self.clock.val();
+            self.ref_ram[k].read_clock.next = self.clock.val();
+            self.ref_ram[k].write_clock.next = self.clock.val();
+        }
+        dff_setup!(
+            self, clock, state, words_q, n0p_q, e_q, mode_q, shift_word, shift_bit, cfg_bad, i,
+            cmp_v, decided, lt, nz, mism, verdict_q, done_q, rd_bank_q
+        );
+
+        // ------------------------------------------------------------ status
+        self.busy.next = self.state.q.val() != VuState::Idle;
+        self.done.next = self.done_q.q.val();
+        self.verdict.next = self.verdict_q.q.val();
+        self.done_q.d.next = false;
+        self.wm1.next = self.words_q.q.val() - 1;
+        self.total_bits.next = bit_cast::<32, 16>(self.words.val()) << 4;
+
+        // ------------------------------------------------------------ word stores: read data
+        // (for the word index issued last cycle)
+        self.s_w.next = 0.into();
+        self.n_w.next = 0.into();
+        self.f_w.next = 0.into();
+        for k in 0..L {
+            if self.rd_bank_q.q.val().index() == k {
+                self.s_w.next = self.s_ram[k].read_data.val();
+                self.n_w.next = self.n_ram[k].read_data.val();
+                self.f_w.next = self.ref_ram[k].read_data.val();
+            }
+        }
+        self.y_w.next = self.mx.rd_data.val();
+        self.rd_data.next = self.mx.rd_data.val();
+
+        // ------------------------------------------------------------ range check step
+        self.differ.next = self.s_w.val() != self.n_w.val();
+        self.lt_now.next = self.lt.q.val();
+        if !self.decided.q.val() && self.differ.val() {
+            self.lt_now.next = self.s_w.val() < self.n_w.val();
+        }
+        self.nz_now.next = self.nz.q.val() || (self.s_w.val() != 0);
+
+        // ------------------------------------------------------------ compare step (y word i)
+        self.k32.next = bit_cast::<32, 16>(self.i.q.val());
+        self.mask.next = self.ones.val();
+        if self.mode_q.q.val() {
+            if self.k32.val() < self.shift_word.q.val() {
+                self.mask.next = 0.into();
+            } else if self.k32.val() == self.shift_word.q.val() {
+                self.mask.next = self.ones.val() << self.shift_bit.q.val();
+            }
+        }
+        self.bad_now.next =
+            self.mism.q.val() || ((self.y_w.val() ^ self.f_w.val()) & self.mask.val()).any();
+
+        // ------------------------------------------------------------ defaults
+        self.mx_wr_n.next = self.wr_n.val() && !self.busy.val();
+        self.mx_wr_r2.next = self.wr_r2.val() && !self.busy.val();
+        self.mx_wr_base.next = self.wr_sig.val() && !self.busy.val();
+        self.mx_rd_addr.next = self.rd_addr.val();
+        self.mx_start.next = false;
+        self.rd_word.next = self.i.q.val();
+
+        // ------------------------------------------------------------ sequencer
+        match self.state.q.val() {
+            VuState::Idle => {}
+            VuState::Cmp => {
+                self.cmp_v.d.next = true;
+                if self.cmp_v.q.val() {
+                    self.decided.d.next = self.decided.q.val() || self.differ.val();
+                    self.lt.d.next = self.lt_now.val();
+                    self.nz.d.next = self.nz_now.val();
+                }
+                if self.i.q.val() == 0 {
+                    self.state.d.next = VuState::CmpEnd;
+                } else {
+                    self.i.d.next = self.i.q.val() - 1;
+                }
+            }
+            VuState::CmpEnd => {
+                // word 0's data is here; s < n, s ≠ 0 and a sane shift start the exponentiation
+                if self.lt_now.val() && self.nz_now.val() && !self.cfg_bad.q.val() {
+                    self.mx_start.next = true;
+                    self.state.d.next = VuState::Exp;
+                } else {
+                    self.verdict_q.d.next = 3.into(); // ERROR
+                    self.done_q.d.next = true;
+                    self.state.d.next = VuState::Idle;
+                }
+            }
+            VuState::Exp => {
+                // y word 0 and reference word 0 are read in ModExp's done cycle
+                self.mx_rd_addr.next = 0.into();
+                self.rd_word.next = 0.into();
+                if self.mx.done.val() {
+                    self.i.d.next = 0.into();
+                    self.mism.d.next = false;
+                    self.state.d.next = VuState::Chk;
+                }
+            }
+            VuState::Chk => {
+                self.mx_rd_addr.next = self.i.q.val() + 1;
+                self.rd_word.next = self.i.q.val() + 1;
+                self.mism.d.next = self.bad_now.val();
+                if self.i.q.val() == self.wm1.val() {
+                    self.verdict_q.d.next = 1.into(); // VALID
+                    if self.bad_now.val() {
+                        self.verdict_q.d.next = 2.into(); // INVALID
+                    }
+                    self.done_q.d.next = true;
+                    self.state.d.next = VuState::Idle;
+                } else {
+                    self.i.d.next = self.i.q.val() + 1;
+                }
+            }
+            _ => {
+                self.state.d.next = VuState::Idle;
+            }
+        }
+        if !self.busy.val() && self.start.val() {
+            self.words_q.d.next = self.words.val();
+            self.n0p_q.d.next = self.n0p.val();
+            self.e_q.d.next = self.e.val();
+            self.mode_q.d.next = self.mode.val();
+            self.shift_word.d.next = self.top_shift.val() >> 4;
+            self.shift_bit.d.next = self.top_shift.val().get_bits::<16>(0) & 15;
+            self.cfg_bad.d.next =
+                self.mode.val() && (self.top_shift.val() >= self.total_bits.val());
+            self.i.d.next = self.words.val() - 1;
+            self.cmp_v.d.next = false;
+            self.decided.d.next = false;
+            self.lt.d.next = false;
+            self.nz.d.next = false;
+            self.verdict_q.d.next = 0.into(); // NONE
+            self.state.d.next = VuState::Cmp;
+        }
+
+        // ------------------------------------------------------------ word stores: ports
+        self.rd_row.next = self.rd_word.val() >> self.lane_bits.val();
+        self.rd_bank_q.d.next = self.rd_word.val() & self.lane_mask.val();
+        self.wr_bank.next = self.wr_addr.val() & self.lane_mask.val();
+        self.wr_row.next = self.wr_addr.val() >> self.lane_bits.val();
+        for k in 0..L {
+            self.s_ram[k].read_address.next = bit_cast::<{ AW }, 16>(self.rd_row.val());
+            self.n_ram[k].read_address.next = bit_cast::<{ AW }, 16>(self.rd_row.val());
+            self.ref_ram[k].read_address.next = bit_cast::<{ AW }, 16>(self.rd_row.val());
+            self.s_ram[k].write_address.next = bit_cast::<{ AW }, 16>(self.wr_row.val());
+            self.n_ram[k].write_address.next = bit_cast::<{ AW }, 16>(self.wr_row.val());
+            self.ref_ram[k].write_address.next = bit_cast::<{ AW }, 16>(self.wr_row.val());
+            self.s_ram[k].write_data.next = self.wr_data.val();
+            self.n_ram[k].write_data.next = self.wr_data.val();
+            self.ref_ram[k].write_data.next = self.wr_data.val();
+            self.s_ram[k].write_enable.next =
+                self.wr_sig.val() && !self.busy.val() && (self.wr_bank.val().index() == k);
+            self.n_ram[k].write_enable.next =
+                self.wr_n.val() && !self.busy.val() && (self.wr_bank.val().index() == k);
+            self.ref_ram[k].write_enable.next =
+                self.wr_ref.val() && !self.busy.val() && (self.wr_bank.val().index() == k);
+        }
+
+        // ------------------------------------------------------------ ModExp inputs
+        // each assigned exactly once (no glitches into the child's `always @(*)`)
+        self.mx.wr_addr.next = self.wr_addr.val();
+        self.mx.wr_data.next = self.wr_data.val();
+        self.mx.wr_n.next = self.mx_wr_n.val();
+        self.mx.wr_r2.next = self.mx_wr_r2.val();
+        self.mx.wr_base.next = self.mx_wr_base.val();
+        self.mx.rd_addr.next = self.mx_rd_addr.val();
+        self.mx.words.next = self.words_q.q.val();
+        self.mx.n0p.next = self.n0p_q.q.val();
+        self.mx.e.next = self.e_q.q.val();
+        self.mx.start.next = self.mx_start.val();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model;
+    use num_bigint::BigUint;
+    use num_traits::{One, Zero};
+    use std::sync::{Arc, Mutex};
+
+    /// One verification: operands, parameters and the verdict num-bigint says it must get.
+    #[derive(Clone, Debug)]
+    struct Case {
+        n: Vec<u16>,
+        sig: Vec<u16>,
+        refw: Vec<u16>,
+        e: u32,
+        mode: bool,
+        top_shift: u32,
+        want: u64,
+        what: &'static str,
+    }
+
+    const HALF_PERIOD: u64 = 5;
+    const PERIOD: u64 = 2 * HALF_PERIOD;
+
+    /// Runs the cases in one simulation; returns (verdict, cycles) per case.
+    fn run_cases<const AW: usize, const L: usize>(cases: &[Case]) -> Vec<(u64, u64)> {
+        let results: Arc<Mutex<Vec<(u64, u64)>>> = Arc::new(Mutex::new(vec![]));
+        let mut uut = VerifyUnit::<AW, L>::default();
+        uut.connect_all();
+        let mut sim = Simulation::new();
+        sim.add_clock(HALF_PERIOD, |x: &mut Box<VerifyUnit<AW, L>>| {
+            x.clock.next = !x.clock.val()
+        });
+        let tb_cases = cases.to_vec();
+        let tb_results = results.clone();
+        sim.add_testbench(move |mut sim: Sim<VerifyUnit<AW, L>>| {
+            let mut x = sim.init()?;
+            wait_clock_true!(sim, clock, x);
+            for c in &tb_cases {
+                let s = c.n.len();
+                let n = model::from_words(&c.n);
+                let r2 = model::to_words(&((BigUint::one() << (32 * s)) % &n), s);
+                for (sel, words) in [(0, &c.n), (1, &r2), (2, &c.sig), (3, &c.refw)] {
+                    for (k, w) in words.iter().enumerate() {
+                        x.wr_addr.next = (k as u64).into();
+                        x.wr_data.next = (*w as u64).into();
+                        x.wr_n.next = sel == 0;
+                        x.wr_r2.next = sel == 1;
+                        x.wr_sig.next = sel == 2;
+                        x.wr_ref.next = sel == 3;
+                        wait_clock_cycle!(sim, clock, x);
+                    }
+                }
+                x.wr_n.next = false;
+                x.wr_r2.next = false;
+                x.wr_sig.next = false;
+                x.wr_ref.next = false;
+                x.words.next = (s as u64).into();
+                x.n0p.next = (model::n0_prime(c.n[0]) as u64).into();
+                x.e.next = (c.e as u64).into();
+                x.mode.next = c.mode;
+                x.top_shift.next = (c.top_shift as u64).into();
+                x.start.next = true;
+                wait_clock_cycle!(sim, clock, x);
+                let t_start = sim.time();
+                x.start.next = false;
+                // parameters may change once sampled
+                x.e.next = 1.into();
+                x.top_shift.next = 0.into();
+                x.mode.next = !c.mode;
+                sim_assert!(sim, x.busy.val() && x.verdict.val() == 0, x);
+                x = sim.watch(|x| x.done.val(), x)?;
+                let cycles = (sim.time() - t_start) / PERIOD;
+                sim_assert!(sim, !x.busy.val(), x);
+                let v = x.verdict.val().to_u64();
+                wait_clock_cycle!(sim, clock, x);
+                sim_assert!(sim, !x.done.val() && x.verdict.val().to_u64() == v, x);
+                tb_results.lock().unwrap().push((v, cycles));
+            }
+            sim.done(x)
+        });
+        let budget: u64 = cases
+            .iter()
+            .map(|c| (VerifyUnit::<AW, L>::cycles(c.n.len(), c.e) + 10 * c.n.len() + 20) as u64)
+            .sum();
+        sim.run(Box::new(uut), budget * PERIOD).unwrap();
+        let r = results.lock().unwrap().clone();
+        assert_eq!(r.len(), cases.len(), "testbench stopped early");
+        r
+    }
+
+    fn check<const AW: usize, const L: usize>(cases: &[Case]) {
+        let got = run_cases::<AW, L>(cases);
+        for (c, &(v, cyc)) in cases.iter().zip(&got) {
+            let s = c.n.len();
+            assert_eq!(
+                v, c.want,
+                "verdict: {} (s = {s}, e = {}, case {c:?})",
+                c.what, c.e
+            );
+            let want_cycles = if c.want == VERDICT_ERROR {
+                VerifyUnit::<AW, L>::cycles_rejected(s)
+            } else {
+                VerifyUnit::<AW, L>::cycles(s, c.e)
+            };
+            assert_eq!(cyc as usize, want_cycles, "latency: {} (s = {s})", c.what);
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn new(seed: u64) -> Self {
+            Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+        }
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        /// Uniform-ish below `n`, from `bits + 16` random bits.
+        fn below(&mut self, n: &BigUint) -> BigUint {
+            let w = (n.bits() as usize).div_ceil(16) + 1;
+            let ws: Vec<u16> = (0..w).map(|_| (self.next() >> 32) as u16).collect();
+            model::from_words(&ws) % n
+        }
+        /// An odd modulus of exactly `bits` bits.
+        fn modulus(&mut self, bits: usize) -> BigUint {
+            let w = bits.div_ceil(16);
+            let ws: Vec<u16> = (0..w).map(|_| (self.next() >> 32) as u16).collect();
+            let mut n = model::from_words(&ws) % (BigUint::one() << bits);
+            n |= BigUint::one() << (bits - 1);
+            n | BigUint::one()
+        }
+    }
+
+    /// ESIGN-shaped checks for an odd modulus of `bits` bits in `s` words: top_shift = 2·⌊bits/3⌋
+    /// and f = y >> top_shift, loaded as f·2^top_shift with random words below the shift.
+    /// Correct f (s random, s = 1, s = n − 1) → VALID; f with one bit flipped (its lowest bit,
+    /// its top bit, a random bit) → INVALID; s = 0, s = n, s > n, a shift ≥ 16s → ERROR.
+    fn esign_cases(bits: usize, s: usize, e: u32, rng: &mut Rng) -> Vec<Case> {
+        let n = rng.modulus(bits);
+        let shift = 2 * (bits / 3);
+        let one = BigUint::one();
+        let low_mask = (&one << shift) - &one;
+        let mut out = vec![];
+        let mut push = |sig: &BigUint, refv: &BigUint, top_shift: u32, want, what| {
+            out.push(Case {
+                n: model::to_words(&n, s),
+                sig: model::to_words(sig, s),
+                refw: model::to_words(refv, s),
+                e,
+                mode: MODE_ESIGN,
+                top_shift,
+                want,
+                what,
+            })
+        };
+        let sig = rng.below(&n);
+        let nm1 = &n - &one;
+        for (sig, what) in [(&sig, "random s"), (&one, "s = 1"), (&nm1, "s = n - 1")] {
+            let y = sig.modpow(&BigUint::from(e), &n);
+            assert!(model::esign_top_matches(&y, &(&y >> shift), bits));
+            let f = &y >> shift;
+            let garbage = rng.below(&n) & &low_mask;
+            let good = (&f << shift) | &garbage;
+            push(sig, &good, shift as u32, VERDICT_VALID, what);
+        }
+        let y = sig.modpow(&BigUint::from(e), &n);
+        let f = &y >> shift;
+        let fbits = (bits - shift) as u64;
+        for (bit, what) in [
+            (0, "f lowest bit flipped"),
+            (fbits - 1, "f top bit flipped"),
+            (rng.next() % fbits, "f random bit flipped"),
+        ] {
+            let bad = (&f ^ (&one << bit)) << shift;
+            push(&sig, &bad, shift as u32, VERDICT_INVALID, what);
+        }
+        // a bit of y beyond f's width set in the reference: the top of y is compared too
+        if bits < 16 * s {
+            let bad = ((&f << shift) | (&one << (16 * s - 1))) as BigUint;
+            push(
+                &sig,
+                &bad,
+                shift as u32,
+                VERDICT_INVALID,
+                "reference above |n|",
+            );
+        }
+        let good = &f << shift;
+        push(
+            &BigUint::zero(),
+            &good,
+            shift as u32,
+            VERDICT_ERROR,
+            "s = 0",
+        );
+        push(&n, &good, shift as u32, VERDICT_ERROR, "s = n");
+        let all_ones = (&one << (16 * s)) - &one;
+        let above = (&n + &one + rng.below(&(&all_ones - &n))).min(all_ones.clone());
+        push(&above, &good, shift as u32, VERDICT_ERROR, "s > n");
+        push(
+            &all_ones,
+            &good,
+            shift as u32,
+            VERDICT_ERROR,
+            "s = 2^(16s) - 1 > n",
+        );
+        push(&sig, &good, 16 * s as u32, VERDICT_ERROR, "top_shift = 16s");
+        out
+    }
+
+    /// FULL mode (RSA-shaped, e = 3 / 65537): y itself → VALID; y with one bit flipped in word
+    /// 0, in the top word, at random → INVALID; s ≥ n → ERROR.
+    fn full_cases(s: usize, e: u32, rng: &mut Rng) -> Vec<Case> {
+        let bits = 16 * s - (rng.next() % 3) as usize;
+        let n = rng.modulus(bits);
+        let one = BigUint::one();
+        let sig = rng.below(&n);
+        let y = sig.modpow(&BigUint::from(e), &n);
+        let mut out = vec![];
+        let mut push = |sig: &BigUint, refv: &BigUint, want, what| {
+            out.push(Case {
+                n: model::to_words(&n, s),
+                sig: model::to_words(sig, s),
+                refw: model::to_words(refv, s),
+                e,
+                mode: MODE_FULL,
+                // ignored in FULL mode: a shift that would mask everything
+                top_shift: 16 * s as u32,
+                want,
+                what,
+            })
+        };
+        push(&sig, &y, VERDICT_VALID, "y equal");
+        let nm1 = &n - &one;
+        push(
+            &nm1,
+            &nm1.modpow(&BigUint::from(e), &n),
+            VERDICT_VALID,
+            "s = n - 1, y equal",
+        );
+        for (bit, what) in [
+            (rng.next() % 16, "word 0 differs"),
+            (16 * (s as u64 - 1) + rng.next() % 16, "top word differs"),
+            (rng.next() % (16 * s as u64), "random bit differs"),
+        ] {
+            push(&sig, &(&y ^ (&one << bit)), VERDICT_INVALID, what);
+        }
+        push(
+            &(&n + &one).min((&one << (16 * s)) - &one),
+            &y,
+            VERDICT_ERROR,
+            "s > n",
+        );
+        out
+    }
+
+    /// ESIGN shapes of 3·16·k bits (s = 3, 6, 12; word-aligned shift) and two with the shift
+    /// inside a word (40 bits in 3 words: shift 26; 180 bits in 12 words: shift 120).
+    fn esign_all(seed: u64) -> Vec<Case> {
+        let mut rng = Rng::new(seed);
+        let mut cases = vec![];
+        for (bits, s, e) in [
+            (48, 3, 8),
+            (96, 6, 32),
+            (192, 12, 32),
+            (40, 3, 32),
+            (180, 12, 8),
+        ] {
+            cases.extend(esign_cases(bits, s, e, &mut rng));
+        }
+        cases
+    }
+
+    fn full_all(seed: u64) -> Vec<Case> {
+        let mut rng = Rng::new(seed);
+        let mut cases = vec![];
+        for (s, e) in [(4, 65537), (1, 3), (9, 3)] {
+            cases.extend(full_cases(s, e, &mut rng));
+        }
+        cases
+    }
+
+    #[test]
+    fn esign_l1() {
+        check::<4, 1>(&esign_all(1));
+    }
+
+    #[test]
+    fn esign_l4() {
+        check::<2, 4>(&esign_all(2));
+    }
+
+    #[test]
+    fn full_l1_and_l4() {
+        check::<4, 1>(&full_all(3));
+        check::<2, 4>(&full_all(4));
+    }
+
+    /// Whether an external tool runs (a missing tool fails in CI, see montmul's tests).
+    fn on_path(tool: &str, version_flag: &str) -> bool {
+        let ok = std::process::Command::new(tool)
+            .arg(version_flag)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            ok || std::env::var_os("CI").is_none(),
+            "{tool} missing in CI: scripts/setup installs it"
+        );
+        ok
+    }
+
+    #[test]
+    fn generates_verilog_and_lints() {
+        let mut uut = VerifyUnit::<5, 8>::default();
+        uut.connect_all();
+        let vlog = generate_verilog(&uut);
+        assert!(vlog.contains("module top("), "no top module");
+        assert_eq!(
+            vlog.matches("prod = x * y;").count(),
+            8,
+            "one multiplier per lane"
+        );
+        assert_eq!(
+            vlog.matches("reg[15:0] mem[31:0];").count(),
+            9 * 8,
+            "nine banks per lane"
+        );
+        if !on_path("verilator", "--version") {
+            println!("verilator not on PATH: skipping the lint step");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("kessai-verify-lint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("verify_unit.v");
+        std::fs::write(&file, &vlog).unwrap();
+        let out = std::process::Command::new("verilator")
+            .args(["--lint-only", "-Wno-fatal", "--top-module", "top"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "verilator lint failed:\n{log}");
+        assert!(!log.contains("%Error"), "verilator errors:\n{log}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
