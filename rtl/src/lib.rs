@@ -9,8 +9,14 @@
 //!   2-bit verdict.
 //! - `uart_tx`, `uart_rx`: 8N1 serial line, clocks per bit a build parameter.
 //! - `crc16`: CRC-16/CCITT-FALSE, a byte per clock, for the frame layer.
+//! - `key_store`: key slots (n, R², word count, e; n0' computed on load by Newton steps),
+//!   master slot 0 lockable.
+//! - `list_memory`: the center's lists (invalid cards, troubled terminals) in block RAM,
+//!   double-buffered with an atomic commit, searched one entry per cycle.
 
 pub mod crc16;
+pub mod key_store;
+pub mod list_memory;
 pub mod mac_lane;
 pub mod model;
 pub mod modexp;
