@@ -364,6 +364,7 @@ mod tests {
     use super::*;
     use crate::model;
     use std::sync::{Arc, Mutex};
+    use crate::test_tools::{on_path, scratch_dir};
 
     const HALF_PERIOD: u64 = 5;
     const PERIOD: u64 = 2 * HALF_PERIOD;
@@ -822,27 +823,6 @@ mod tests {
             refused > 50 && n0p_updates > 100,
             "coverage: {refused} refused, {n0p_updates} n0' updates"
         );
-    }
-
-    /// Whether an external tool runs. Outside CI a missing tool skips its step (with a note);
-    /// in CI (`CI` set, where scripts/setup installed it) a missing tool fails the test.
-    fn on_path(tool: &str, version_flag: &str) -> bool {
-        let ok = std::process::Command::new(tool)
-            .arg(version_flag)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            ok || std::env::var_os("CI").is_none(),
-            "{tool} missing in CI: scripts/setup installs it"
-        );
-        ok
-    }
-
-    fn scratch_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("kessai-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     #[test]

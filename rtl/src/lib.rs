@@ -25,4 +25,6 @@ pub mod uart_rx;
 pub mod uart_tx;
 pub mod verify_unit;
 #[cfg(test)]
+mod test_tools;
+#[cfg(test)]
 mod uart_tests;

@@ -424,6 +424,7 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
     use std::sync::{Arc, Mutex};
+    use crate::test_tools::on_path;
 
     const HALF_PERIOD: u64 = 5;
     const PERIOD: u64 = 2 * HALF_PERIOD;
@@ -937,21 +938,6 @@ mod tests {
         let o = run::<AW>(&steps);
         assert_eq!(o.refused, 1);
         assert_eq!(o.found, 3); // 3, then 6 and 5 (after its real commit)
-    }
-
-    /// Whether an external tool runs. Outside CI a missing tool skips its step (with a note);
-    /// in CI (`CI` set, where scripts/setup installed it) a missing tool fails the test.
-    fn on_path(tool: &str, version_flag: &str) -> bool {
-        let ok = std::process::Command::new(tool)
-            .arg(version_flag)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            ok || std::env::var_os("CI").is_none(),
-            "{tool} missing in CI: scripts/setup installs it"
-        );
-        ok
     }
 
     #[test]

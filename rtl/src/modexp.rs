@@ -416,6 +416,7 @@ mod tests {
     use num_bigint::BigUint;
     use num_traits::{One, Zero};
     use std::sync::{Arc, Mutex};
+    use crate::test_tools::{on_path, scratch_dir};
 
     /// One exponentiation to run through the block.
     #[derive(Clone, Debug)]
@@ -829,27 +830,6 @@ mod tests {
         let b = rng.below(&n, s);
         check::<5, 8>(&[Case::new(&b, 32, &n, s)]);
         assert_eq!(ModExp::<5, 8>::cycles(192, 32), 67_219);
-    }
-
-    /// Whether an external tool runs. Outside CI a missing tool skips its step (with a note);
-    /// in CI (`CI` set, where scripts/setup installed it) a missing tool fails the test.
-    fn on_path(tool: &str, version_flag: &str) -> bool {
-        let ok = std::process::Command::new(tool)
-            .arg(version_flag)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            ok || std::env::var_os("CI").is_none(),
-            "{tool} missing in CI: scripts/setup installs it"
-        );
-        ok
-    }
-
-    fn scratch_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("kessai-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 
     fn verilog_of<const AW: usize, const L: usize>() -> String {

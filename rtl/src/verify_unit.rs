@@ -411,6 +411,7 @@ mod tests {
     use num_bigint::BigUint;
     use num_traits::{One, Zero};
     use std::sync::{Arc, Mutex};
+    use crate::test_tools::on_path;
 
     /// One verification: operands, parameters and the verdict num-bigint says it must get.
     #[derive(Clone, Debug)]
@@ -703,20 +704,6 @@ mod tests {
     fn full_l1_and_l4() {
         check::<4, 1>(&full_all(3));
         check::<2, 4>(&full_all(4));
-    }
-
-    /// Whether an external tool runs (a missing tool fails in CI, see montmul's tests).
-    fn on_path(tool: &str, version_flag: &str) -> bool {
-        let ok = std::process::Command::new(tool)
-            .arg(version_flag)
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            ok || std::env::var_os("CI").is_none(),
-            "{tool} missing in CI: scripts/setup installs it"
-        );
-        ok
     }
 
     #[test]
