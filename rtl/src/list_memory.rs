@@ -424,7 +424,7 @@ mod tests {
     use super::*;
     use std::collections::HashSet;
     use std::sync::{Arc, Mutex};
-    use crate::test_tools::on_path;
+    use crate::test_tools::verilator_lint;
 
     const HALF_PERIOD: u64 = 5;
     const PERIOD: u64 = 2 * HALF_PERIOD;
@@ -958,23 +958,6 @@ mod tests {
             2,
             "two t banks"
         );
-        if !on_path("verilator", "--version") {
-            println!("verilator not on PATH: skipping the lint step");
-            return;
-        }
-        let dir =
-            std::env::temp_dir().join(format!("kessai-list-memory-lint-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("list_memory.v");
-        std::fs::write(&file, &vlog).unwrap();
-        let out = std::process::Command::new("verilator")
-            .args(["--lint-only", "-Wno-fatal", "--top-module", "top"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "verilator lint failed:\n{log}");
-        assert!(!log.contains("%Error"), "verilator errors:\n{log}");
-        let _ = std::fs::remove_dir_all(&dir);
+        verilator_lint("list_memory", &vlog);
     }
 }

@@ -416,7 +416,7 @@ mod tests {
     use num_bigint::BigUint;
     use num_traits::{One, Zero};
     use std::sync::{Arc, Mutex};
-    use crate::test_tools::{on_path, scratch_dir};
+    use crate::test_tools::{on_path, scratch_dir, verilator_lint, icarus_run};
 
     /// One exponentiation to run through the block.
     #[derive(Clone, Debug)]
@@ -852,22 +852,7 @@ mod tests {
         );
         let ram = format!("reg[15:0] mem[{}:0];", (1 << AW) - 1);
         assert_eq!(vlog.matches(&ram).count(), 6 * L, "six word banks per lane");
-        if !on_path("verilator", "--version") {
-            println!("verilator not on PATH: skipping the lint step");
-            return;
-        }
-        let dir = scratch_dir(&format!("modexp-lint-{AW}-{L}"));
-        let file = dir.join("modexp.v");
-        std::fs::write(&file, &vlog).unwrap();
-        let out = std::process::Command::new("verilator")
-            .args(["--lint-only", "-Wno-fatal", "--top-module", "top"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "verilator lint failed:\n{log}");
-        assert!(!log.contains("%Error"), "verilator errors:\n{log}");
-        let _ = std::fs::remove_dir_all(&dir);
+        verilator_lint("modexp", &vlog);
     }
 
     #[test]
@@ -931,27 +916,7 @@ mod tests {
         let dir = scratch_dir(&format!("modexp-iverilog-{AW}-{L}"));
         std::fs::write(dir.join("top.v"), verilog_of::<AW, L>()).unwrap();
         std::fs::write(dir.join("tb.v"), tb).unwrap();
-        let build = std::process::Command::new("iverilog")
-            .current_dir(&dir)
-            .args(["-o", "sim.vvp", "tb.v", "top.v"])
-            .output()
-            .unwrap();
-        assert!(
-            build.status.success(),
-            "{}",
-            String::from_utf8_lossy(&build.stderr)
-        );
-        let run = std::process::Command::new("timeout")
-            .current_dir(&dir)
-            .args(["120", "vvp", "sim.vvp"])
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let text = String::from_utf8_lossy(&run.stdout);
+        let text = icarus_run(&dir, &["tb.v", "top.v"]);
         assert!(
             !text.contains("TIMEOUT"),
             "Verilog simulation ran out of cycles:\n{text}"

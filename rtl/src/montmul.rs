@@ -583,7 +583,7 @@ mod tests {
     use num_bigint::BigUint;
     use num_traits::One;
     use std::sync::{Arc, Mutex};
-    use crate::test_tools::{on_path, scratch_dir};
+    use crate::test_tools::{on_path, scratch_dir, verilator_lint, icarus_run, ice40_cells};
 
     /// One Montgomery product to run through the block.
     #[derive(Clone, Debug)]
@@ -949,22 +949,7 @@ mod tests {
             5 * L,
             "five word banks per lane"
         );
-        if !on_path("verilator", "--version") {
-            println!("verilator not on PATH: skipping the lint step");
-            return;
-        }
-        let dir = scratch_dir(&format!("montmul-lint-{AW}-{L}"));
-        let file = dir.join("montmul.v");
-        std::fs::write(&file, vlog).unwrap();
-        let out = std::process::Command::new("verilator")
-            .args(["--lint-only", "-Wno-fatal", "--top-module", "top"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "verilator lint failed:\n{log}");
-        assert!(!log.contains("%Error"), "verilator errors:\n{log}");
-        let _ = std::fs::remove_dir_all(&dir);
+        verilator_lint("montmul", vlog);
     }
 
     #[test]
@@ -985,12 +970,7 @@ mod tests {
             println!("iverilog/vvp not on PATH: skipping the Verilog co-simulation");
             return;
         }
-        let cells = [
-            "/usr/share/yosys/ice40/cells_sim.v",
-            "/usr/local/share/yosys/ice40/cells_sim.v",
-        ]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
+        let cells = ice40_cells();
         if ice40_netlist && (!on_path("yosys", "-V") || cells.is_none()) {
             println!(
                 "yosys or its iCE40 cell models not installed: skipping the netlist simulation"
@@ -1056,28 +1036,7 @@ mod tests {
                 cells.unwrap().into(),
             ];
         }
-        let build = std::process::Command::new("iverilog")
-            .current_dir(&dir)
-            .args(["-o", "sim.vvp"])
-            .args(&sources)
-            .output()
-            .unwrap();
-        assert!(
-            build.status.success(),
-            "{}",
-            String::from_utf8_lossy(&build.stderr)
-        );
-        let run = std::process::Command::new("vvp")
-            .current_dir(&dir)
-            .arg("sim.vvp")
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let text = String::from_utf8_lossy(&run.stdout);
+        let text = icarus_run(&dir, &sources);
         let mut lines = text
             .lines()
             .filter(|l| l.starts_with("C ") || l.starts_with("R "));

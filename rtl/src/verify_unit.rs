@@ -411,7 +411,7 @@ mod tests {
     use num_bigint::BigUint;
     use num_traits::{One, Zero};
     use std::sync::{Arc, Mutex};
-    use crate::test_tools::on_path;
+    use crate::test_tools::verilator_lint;
 
     /// One verification: operands, parameters and the verdict num-bigint says it must get.
     #[derive(Clone, Debug)]
@@ -722,22 +722,6 @@ mod tests {
             9 * 8,
             "nine banks per lane"
         );
-        if !on_path("verilator", "--version") {
-            println!("verilator not on PATH: skipping the lint step");
-            return;
-        }
-        let dir = std::env::temp_dir().join(format!("kessai-verify-lint-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("verify_unit.v");
-        std::fs::write(&file, &vlog).unwrap();
-        let out = std::process::Command::new("verilator")
-            .args(["--lint-only", "-Wno-fatal", "--top-module", "top"])
-            .arg(&file)
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "verilator lint failed:\n{log}");
-        assert!(!log.contains("%Error"), "verilator errors:\n{log}");
-        let _ = std::fs::remove_dir_all(&dir);
+        verilator_lint("verify_unit", &vlog);
     }
 }
