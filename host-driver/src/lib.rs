@@ -5,6 +5,7 @@
 //! encoding of signed messages (`encoding`), file handling (`files`), benchmarks (`bench`) and
 //! the reference peers they are compared with (`peers`).
 
+pub mod accel;
 pub mod bench;
 pub mod crypto;
 pub mod encoding;
