@@ -29,14 +29,45 @@ pub enum Tag {
     CardValue = 0x0202,
     /// ST(V' * IDU): the terminal signs the value after a payment (Fig. 5, 6, 9).
     TerminalValue = 0x0203,
-    /// A usage-management record uploaded to the center (Fig. 9).
+    /// A usage-management record (Fig. 9); never signed alone, carried inside a [`Tag::UsageBatch`].
     UsageRecord = 0x0204,
+    /// ST(IDT * batch id * records): a terminal's signed upload of usage records (Fig. 9).
+    UsageBatch = 0x0205,
+    /// SU(Y * X * V * V'): the card asks for a recharge from V to V' (Fig. 7).
+    RechargeRequest = 0x0206,
+    /// SA(Y * X * V' * IDU): the center's answer to a recharge request (Fig. 7).
+    RechargeValue = 0x0207,
+    /// Hashed, never signed: h = H(IDU, R^a, X, IDT^a, V'), the usage-management digest (Fig. 9).
+    UsageDigest = 0x0208,
     /// A signed, versioned list bundle from the center (invalid cards, troubled terminals).
     ListBundle = 0x0301,
     /// ST(TS * S): a time-stamped terminal signature (Figs. 10-12).
     TimeStamp = 0x0401,
     /// SU(M * IDU): a card-signed credit service record (Fig. 17).
     ServiceRecord = 0x0501,
+
+    // 0x7Fxx: containers for storage and transport. Nothing is ever signed under these tags;
+    // they exist so every byte string a party parses has the same strict decoder.
+    /// A signed message in transit: [body, signature].
+    Envelope = 0x7F01,
+    /// Where a card's value came from (load, recharge or payment) with its signatures.
+    Provenance = 0x7F02,
+    /// The card's area 6M1 (keys, certificate) as stored in its EEPROM.
+    CardArea1 = 0x7F03,
+    /// The card's area 6M2 (value and provenance, lock state) as stored in its EEPROM.
+    CardArea2 = 0x7F04,
+    /// APDU data fields (docs/apdu.md), one tag per command or response layout.
+    ApduStatus = 0x7F10,
+    ApduPublicKey = 0x7F11,
+    ApduPersonalize = 0x7F12,
+    ApduLoad = 0x7F13,
+    ApduChallenge = 0x7F14,
+    ApduValue = 0x7F15,
+    ApduRechargeInit = 0x7F16,
+    ApduRechargeOffer = 0x7F17,
+    ApduRechargeCommit = 0x7F18,
+    ApduPayAuth = 0x7F19,
+    ApduPayCommit = 0x7F1A,
 }
 
 impl Tag {
@@ -53,6 +84,25 @@ impl Tag {
             ListBundle,
             TimeStamp,
             ServiceRecord,
+            UsageBatch,
+            RechargeRequest,
+            RechargeValue,
+            UsageDigest,
+            Envelope,
+            Provenance,
+            CardArea1,
+            CardArea2,
+            ApduStatus,
+            ApduPublicKey,
+            ApduPersonalize,
+            ApduLoad,
+            ApduChallenge,
+            ApduValue,
+            ApduRechargeInit,
+            ApduRechargeOffer,
+            ApduRechargeCommit,
+            ApduPayAuth,
+            ApduPayCommit,
         ]
         .into_iter()
         .find(|t| *t as u16 == v)

@@ -19,6 +19,15 @@ pub enum Error {
     /// An arithmetic or RNG failure inside a signing operation.
     #[error("{0}")]
     Crypto(String),
+    /// A message from another party (card, terminal upload, list bundle) that does not parse.
+    #[error("{0}")]
+    Malformed(String),
+    /// The center's database.
+    #[error("center database: {0}")]
+    Store(String),
+    /// The signature accelerator did not answer as it should.
+    #[error("accelerator: {0}")]
+    Accel(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -29,6 +38,9 @@ impl Error {
     }
     pub fn key(msg: impl Into<String>) -> Self {
         Error::Key(msg.into())
+    }
+    pub fn malformed(msg: impl Into<String>) -> Self {
+        Error::Malformed(msg.into())
     }
     pub fn crypto(msg: impl Into<String>) -> Self {
         Error::Crypto(msg.into())
@@ -42,7 +54,7 @@ impl Error {
     /// Prefix a key error with the file it came from.
     pub fn in_file(self, path: impl AsRef<Path>) -> Self {
         match self {
-            Error::Key(m) | Error::Usage(m) | Error::Crypto(m) => Error::input(path, m),
+            Error::Key(m) | Error::Usage(m) | Error::Crypto(m) | Error::Malformed(m) => Error::input(path, m),
             other => other,
         }
     }

@@ -12,6 +12,8 @@ use kessai::files::{read_data, write_atomic, write_data};
 use kessai::{bench, Error};
 use serde_json::json;
 
+mod cli_settle;
+
 #[derive(Parser)]
 #[command(name = "kessai", version, about = "Offline IC-card settlement terminal with FPGA-accelerated signature checks")]
 struct Cli {
@@ -60,11 +62,9 @@ impl From<Hash> for HashAlg {
     }
 }
 
-/// Where signature checks run. `sim` and `serial` arrive with the accelerator.
-#[derive(Clone, Copy, ValueEnum)]
-enum Backend {
-    Sw,
-}
+/// Where signature checks run: `--backend sw|sim|serial [--port PATH] [--baud B]`, from the
+/// library so every signature-checking command takes the same flags.
+use kessai::accel::backend::BackendArgs;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum BenchScheme {
@@ -119,8 +119,8 @@ enum Command {
         sig: PathBuf,
         #[arg(long, value_enum, default_value = "sha256")]
         hash: Hash,
-        #[arg(long, value_enum, default_value = "sw")]
-        backend: Backend,
+        #[command(flatten)]
+        backend: BackendArgs,
         /// Read the message and signature as hex.
         #[arg(long)]
         hex: bool,
@@ -132,8 +132,11 @@ enum Command {
         /// Modulus sizes (comma-separated); default ESIGN 1536,2046,3072 and RSA 2048,3072.
         #[arg(long, value_delimiter = ',')]
         bits: Vec<usize>,
-        #[arg(long, value_enum, default_value = "sw")]
-        backend: Backend,
+        #[command(flatten)]
+        backend: BackendArgs,
+        /// Verifies per pipelined batch (sim and serial backends).
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Measuring time per row, in milliseconds.
@@ -146,6 +149,19 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// List USB serial adapters that may be a Kessai board (VID:PID, description).
+    Ports,
+    /// The management center: init, enroll-terminal, issue-card, load, ingest, lists, report.
+    #[command(subcommand)]
+    Center(cli_settle::CenterCmd),
+    /// A terminal: pay, sync.
+    #[command(subcommand)]
+    Terminal(cli_settle::TerminalCmd),
+    /// A virtual IC card: show.
+    #[command(subcommand)]
+    Card(cli_settle::CardCmd),
+    /// The whole prepaid system in one run: cards, payments, a copied card caught and refused.
+    Demo(cli_settle::DemoArgs),
 }
 
 /// What a command produced: a line for people, an object for machines, an exit code.
@@ -248,14 +264,135 @@ fn verify(scheme: Scheme, key: &Path, msg: &Path, sig: &Path, hash: HashAlg, hex
     }
 }
 
+/// `verify --backend sim|serial`: the check runs on the accelerator (KeyedVerifier). RSA-PSS is
+/// refused (exit 2): its encoded message depends on a salt only s^e reveals, so the board's
+/// compare-with-expected cannot check it.
+fn verify_on_accel(
+    scheme: Scheme,
+    key: &Path,
+    msg: &Path,
+    sig: &Path,
+    hash: HashAlg,
+    hex: bool,
+    backend: &BackendArgs,
+) -> kessai::Result<Outcome> {
+    use kessai::accel::{CheckError, CheckKey, KeyedVerifier};
+    let check_key = match scheme {
+        Scheme::Esign => CheckKey::Esign { key: keyfile::load_esign_public(key)?, hash },
+        Scheme::RsaPss => {
+            return Err(Error::usage(
+                "--scheme rsa-pss cannot run on the accelerator (the board compares s^e with an expected value, and a PSS encoding is only known after s^e is computed); use --backend sw",
+            ))
+        }
+        Scheme::RsaPkcs1 => {
+            if hash != HashAlg::Sha256 {
+                return Err(Error::usage(format!("--scheme rsa-pkcs1 on the accelerator supports --hash sha256 only, not {hash}")));
+            }
+            let bytes = keyfile::read_file(key)?;
+            let k = keyfile::rsa_public_from_bytes(&bytes).map_err(|e| e.in_file(key))?;
+            let v = rsa_sig::RsaVerifier::new(k, scheme, hash).map_err(|e| e.in_file(key))?;
+            let e: u32 = v.e().try_into().map_err(|_| Error::input(key, "public exponent does not fit 32 bits (the accelerator's e is a u32)"))?;
+            CheckKey::RsaPkcs1 { n: v.n().clone(), e }
+        }
+    };
+    let message = read_data(msg, hex)?;
+    let signature = read_data(sig, hex)?;
+    let accel = kessai::accel::open(&backend.spec()?).map_err(|e| Error::usage(e.to_string()))?;
+    let name = accel.name();
+    let mut v = KeyedVerifier::new(accel).map_err(|e| Error::usage(e.to_string()))?;
+    let bits = check_key.image().map(|i| i.modulus().bits()).unwrap_or(0);
+    match v.check(&check_key, &message, &signature) {
+        Ok(()) => Ok(ok(
+            format!("valid ({scheme}, {bits} bits, {hash}, on {name})"),
+            json!({"valid": true, "scheme": scheme, "bits": bits, "hash": hash, "backend": name}),
+        )),
+        Err(CheckError::Rejected(VerifyError::Mismatch(why))) => Ok(Outcome {
+            text: format!("invalid: {why} (on {name})"),
+            json: json!({"valid": false, "scheme": scheme, "bits": bits, "hash": hash, "backend": name, "reason": why}),
+            code: 1,
+        }),
+        Err(CheckError::Rejected(VerifyError::Malformed(why))) => Err(Error::input(sig, format!("malformed signature: {why}"))),
+        Err(CheckError::Accel(e)) => Err(Error::usage(format!("accelerator ({name}): {e}"))),
+    }
+}
+
+/// `bench --backend sim|serial`: throughput through the accelerator beside its UART and cycle bounds.
+fn bench_on_accel(rows: Vec<(Scheme, usize)>, backend: &BackendArgs, millis: u64, batch: usize, quiet: bool) -> kessai::Result<Outcome> {
+    use kessai::accel::backend::{BackendSpec, SimAccelerator};
+    use kessai::accel::throughput::{self, Target};
+    let progress = |what: &str| {
+        if !quiet {
+            eprintln!("bench: {what}");
+        }
+    };
+    let accel_err = |e: kessai::accel::AccelError| Error::usage(e.to_string());
+    let report = match backend.spec()? {
+        BackendSpec::Sim(spec) => {
+            let mut sim = SimAccelerator::start(&spec).map_err(accel_err)?;
+            let r = throughput::run(&mut Target::Sim(&mut sim), &rows, millis, batch, progress);
+            let _ = sim.shutdown();
+            r?
+        }
+        spec => {
+            let mut a = kessai::accel::open(&spec).map_err(accel_err)?;
+            throughput::run(&mut Target::Plain(&mut *a), &rows, millis, batch, progress)?
+        }
+    };
+    Ok(ok(throughput::table(&report), json!({ "accelerator_rows": report })))
+}
+
+fn ports() -> kessai::Result<Outcome> {
+    let list = kessai::accel::serial::list_ports().map_err(|e| Error::usage(e.to_string()))?;
+    let mut text = String::new();
+    for p in &list {
+        let desc: Vec<&str> = [p.manufacturer.as_deref(), p.product.as_deref()].into_iter().flatten().collect();
+        text.push_str(&format!("{}  {:04x}:{:04x}  {}", p.path, p.vid, p.pid, desc.join(" ")));
+        if let Some(h) = p.hint {
+            text.push_str(&format!("  ({h})"));
+        }
+        text.push('\n');
+    }
+    if list.is_empty() {
+        text = "no USB serial adapters found (a simulator's pseudo-terminal is never listed: pass its path to --port)".into();
+    }
+    Ok(ok(text, json!({ "ports": list })))
+}
+
 fn run(cli: Cli) -> kessai::Result<Outcome> {
     match cli.command {
         Command::Keygen { scheme, bits, e, out, pem } => keygen(scheme, bits, e, &out, pem),
         Command::Sign { key, msg, out, hash, scheme, hex } => sign(&key, &msg, &out, hash.into(), scheme.map(Into::into), hex),
-        Command::Verify { scheme, key, msg, sig, hash, backend: Backend::Sw, hex } => {
-            verify(scheme.into(), &key, &msg, &sig, hash.into(), hex)
+        Command::Verify { scheme, key, msg, sig, hash, backend, hex } => {
+            backend.spec()?;
+            if backend.is_software() {
+                verify(scheme.into(), &key, &msg, &sig, hash.into(), hex)
+            } else {
+                verify_on_accel(scheme.into(), &key, &msg, &sig, hash.into(), hex, &backend)
+            }
         }
-        Command::Bench { scheme, bits, backend: Backend::Sw, runs, millis, no_peers, out } => {
+        Command::Ports => ports(),
+        Command::Center(cmd) => cli_settle::center(cmd),
+        Command::Terminal(cmd) => cli_settle::terminal(cmd),
+        Command::Card(cmd) => cli_settle::card(cmd),
+        Command::Demo(args) => cli_settle::demo(args, cli.json),
+        Command::Bench { scheme, bits, backend, batch, runs, millis, no_peers, out } if !backend.is_software() => {
+            let esign_bits: Vec<usize> = if bits.is_empty() { vec![1536, 2046, 3072] } else { bits.iter().copied().filter(|b| b % 3 == 0).collect() };
+            let rsa_bits: Vec<usize> = if bits.is_empty() { vec![2048, 3072] } else { bits.iter().copied().filter(|b| (rsa_sig::MIN_BITS..=rsa_sig::MAX_BITS).contains(b)).collect() };
+            let mut rows = Vec::new();
+            if !matches!(scheme, BenchScheme::RsaPkcs1) {
+                rows.extend(esign_bits.iter().map(|b| (Scheme::Esign, *b)));
+            }
+            if !matches!(scheme, BenchScheme::Esign) {
+                rows.extend(rsa_bits.iter().map(|b| (Scheme::RsaPkcs1, *b)));
+            }
+            let _ = (runs, no_peers);
+            let o = bench_on_accel(rows, &backend, millis, batch, cli.json)?;
+            if let Some(path) = &out {
+                write_atomic(path, serde_json::to_string_pretty(&o.json).expect("serializable").as_bytes())?;
+            }
+            Ok(o)
+        }
+        Command::Bench { scheme, bits, backend: _, batch: _, runs, millis, no_peers, out } => {
             let mut cfg = bench::BenchConfig { runs, millis, with_peers: !no_peers, ..Default::default() };
             if !bits.is_empty() {
                 cfg.esign_bits = bits.iter().copied().filter(|b| b % 3 == 0).collect();

@@ -13,14 +13,23 @@
 //!   master slot 0 lockable.
 //! - `list_memory`: the center's lists (invalid cards, troubled terminals) in block RAM,
 //!   double-buffered with an atomic commit, searched one entry per cycle.
+//! - `frame_rx`, `command_engine`, `frame_tx`: the UART frame protocol of `docs/frames.md`
+//!   (request buffers and CRC check, command execution, replies).
+//! - `top`: `KessaiCore` (frame layer + engines, byte ports) and `KessaiTop` (the board:
+//!   UARTs around it; Verilog module `kessai_top`).
 
+pub mod command_engine;
 pub mod crc16;
+pub mod frame_rx;
+pub mod frame_tx;
 pub mod key_store;
 pub mod list_memory;
 pub mod mac_lane;
 pub mod model;
 pub mod modexp;
 pub mod montmul;
+pub mod spram;
+pub mod top;
 pub mod uart_rx;
 pub mod uart_tx;
 pub mod verify_unit;

@@ -7,32 +7,31 @@
 //!
 //! # Ports (all synchronous to `clock`)
 //!
-//! * Operand load: `wr_addr` (word index), `wr_data`, and one of `wr_n` / `wr_r2` / `wr_base`
-//!   high for a cycle writes that word of `n`, `R² mod n` (`R = 2^(16·s)`, host-computed) or
-//!   the base `s`. Writes are ignored while `busy`. The words go straight into the
-//!   multiplier's `n`, `b` and `a` banks: `n` survives a run, but the run overwrites `a` and
-//!   `b`, so **`s` and `R²` must be rewritten before every `start`**.
+//! * Word store: the multiplier's regions (see [`crate::montmul`]), passed through while not
+//!   `busy`: `wr_en` writes `wr_data` into word `wr_addr` of region `wr_region`, and word
+//!   `rd_addr` of region `rd_region` appears on `rd_data` one cycle later. The host loads `n`
+//!   into [`REGION_N`], `R² mod n` (`R = 2^(16·s)`, host-computed) into [`REGION_R2`] and the
+//!   base `s` into [`REGION_BASE`], and reads `y` from [`REGION_Y`]. A run writes only
+//!   [`REGION_Y`], [`REGION_SM`] and [`REGION_X`], so `n`, `s`, `R²` and region
+//!   [`REGION_FREE`] survive it. Writes are ignored while `busy`.
 //! * `words` (= s words, `1..=MAX_WORDS`, not checked), `n0p` (= −n⁻¹ mod 2^16) and `e` are
 //!   sampled on the edge that sees `start` high while `busy` is low (`e = 0` runs as `e = 1`).
 //! * `busy` is high from the edge after `start` until the result is ready; `done` is then high
-//!   for exactly one cycle with `busy` low, and `start` is accepted in that cycle too.
-//! * Result: while `busy` is low (from the `done` cycle on), a word index on `rd_addr` gives
-//!   that word of `y` on `rd_data` one cycle later (the multiplier's result port, passed
-//!   through). `y < n`, fully reduced.
+//!   for exactly one cycle with `busy` low, and `start` is accepted in that cycle too. A read
+//!   presented in the `done` cycle (or later) is served.
 //!
 //! # Sequencing
 //!
-//! States: `Idle` → `Run` (a product in the multiplier) → copy states → `Run` … The running
-//! product is one of `Conv` (`s·R²`), `Sq`, `Mul` (by `sm`), `Fin` (by 1). In the multiplier's
-//! `done` cycle the next product is chosen from the exponent and the result words move from
-//! the multiplier's read port into its operand banks through its write port, one word per
-//! cycle (read latency 1), then the next product starts in the cycle of the last write:
+//! States: `Idle` → `Run` (a product in the multiplier) → `Copy` → `Run` … The running product
+//! is one of `Conv` (`s·R²`), `Sq`, `Mul` (by `sm`), `Fin` (by 1). The multiplier takes its
+//! operands from any region (`a_sel`, `b_sel`) or b = 1 (`b_one`), so only the result moves:
+//! in the multiplier's `done` cycle the next product is chosen from the exponent, and `Copy`
+//! moves the result words from the multiplier's read port into region `sm` (after `Conv`) or
+//! `x` (after the others) through its write port, one word per cycle (read latency 1); the
+//! next product starts in the cycle of the last write, `s + 1` cycles after `done`:
 //!
-//! * next `Sq`: `CopyR` writes each result word into `a` and `b` together (and, after
-//!   `Conv`, into the sequencer's own `sm` RAM): `s + 1` cycles from `done` to `start`.
-//! * next `Mul` / `Fin`: `b` is first filled with `sm` (prefetched from the `sm` RAM) or the
-//!   constant 1, starting in the `done` cycle itself (state `CopyB` for words 1…s−1), then
-//!   `CopyR` writes the result into `a`: `2s` cycles from `done` to `start`.
+//! * `Sq`: a = b = x (`x` is region `sm` right after `Conv`);
+//! * `Mul`: a = x, b = sm; `Fin`: a = x, b = 1.
 //!
 //! The exponent bit being worked on is a one-hot register `cur`, initialised to the bit just
 //! below `e`'s top bit (found with an OR-smear, no priority encoder); the final product's
@@ -40,23 +39,37 @@
 //!
 //! # Latency
 //!
-//! With `t` = index of `e`'s top bit, `p` = popcount(e) and `M` = [`MontMul::cycles`]`(s)`:
-//! [`ModExp::cycles`]`(s, e) = (t + p + 1)·M + t·(s + 1) + 2s·p` edges from the edge that
-//! samples `start` to the edge after which `done` is high.
+//! With `t` = index of `e`'s top bit, `p` = popcount(e), `P = t + p + 1` products and
+//! `M` = [`MontMul::cycles`]`(s)`: [`ModExp::cycles`]`(s, e) = P·M + (P − 1)·(s + 1)` edges
+//! from the edge that samples `start` to the edge after which `done` is high.
 
 use crate::montmul::MontMul;
 use rust_hdl::prelude::*;
+
+/// The modulus (the multiplier's region 0).
+pub const REGION_N: u64 = crate::montmul::REGION_N;
+/// The result `y` (the multiplier's result region).
+pub const REGION_Y: u64 = crate::montmul::REGION_RESULT;
+/// The base `s`.
+pub const REGION_BASE: u64 = 2;
+/// `R² mod n`.
+pub const REGION_R2: u64 = 3;
+/// `sm = s·R mod n` (written by a run).
+pub const REGION_SM: u64 = 4;
+/// The running power `x` (written by a run).
+pub const REGION_X: u64 = 5;
+/// Not used by the sequencer (the verify unit keeps its reference block there).
+pub const REGION_FREE: u64 = 6;
 
 /// Sequencer state.
 #[derive(Copy, Clone, Debug, PartialEq, LogicState)]
 pub enum MxState {
     Idle,
     Run,
-    CopyB,
-    CopyR,
+    Copy,
 }
 
-/// The Montgomery product running (in `Run`) or about to run (in the copy states).
+/// The Montgomery product running (in `Run`) or about to run (in `Copy`).
 #[derive(Copy, Clone, Debug, PartialEq, LogicState)]
 pub enum MxOp {
     Conv,
@@ -65,17 +78,16 @@ pub enum MxOp {
     Fin,
 }
 
-/// Exponentiation sequencer with one `MontMul<AW, L>` and an `sm` store of the same shape
-/// (`L` banks of `2^AW` words).
+/// Exponentiation sequencer with one `MontMul<AW, L>` (which holds all the words).
 #[derive(LogicBlock)]
 pub struct ModExp<const AW: usize, const L: usize> {
     pub clock: Signal<In, Clock>,
     pub wr_addr: Signal<In, Bits<16>>,
     pub wr_data: Signal<In, Bits<16>>,
-    pub wr_n: Signal<In, Bit>,
-    pub wr_r2: Signal<In, Bit>,
-    pub wr_base: Signal<In, Bit>,
+    pub wr_region: Signal<In, Bits<3>>,
+    pub wr_en: Signal<In, Bit>,
     pub rd_addr: Signal<In, Bits<16>>,
+    pub rd_region: Signal<In, Bits<3>>,
     pub rd_data: Signal<Out, Bits<16>>,
     pub words: Signal<In, Bits<16>>,
     pub n0p: Signal<In, Bits<16>>,
@@ -84,9 +96,6 @@ pub struct ModExp<const AW: usize, const L: usize> {
     pub busy: Signal<Out, Bit>,
     pub done: Signal<Out, Bit>,
     mm: MontMul<AW, L>,
-    sm_ram: [RAM<Bits<16>, AW>; L],
-    lane_bits: Constant<Bits<16>>,
-    lane_mask: Constant<Bits<16>>,
     // registers
     state: DFF<MxState>,
     op: DFF<MxOp>,
@@ -96,7 +105,6 @@ pub struct ModExp<const AW: usize, const L: usize> {
     words_q: DFF<Bits<16>>,
     n0p_q: DFF<Bits<16>>,
     j: DFF<Bits<16>>,
-    sm_rd_bank_q: DFF<Bits<16>>,
     // combinational
     fin_done: Signal<Local, Bit>,
     wm1: Signal<Local, Bits<16>>,
@@ -109,20 +117,18 @@ pub struct ModExp<const AW: usize, const L: usize> {
     smear4: Signal<Local, Bits<32>>,
     smear5: Signal<Local, Bits<32>>,
     cur_init: Signal<Local, Bits<32>>,
-    sm_rd_word: Signal<Local, Bits<16>>,
-    sm_rd_row: Signal<Local, Bits<16>>,
-    sm_rd_data: Signal<Local, Bits<16>>,
-    sm_wr_en: Signal<Local, Bit>,
-    sm_wr_bank: Signal<Local, Bits<16>>,
-    sm_wr_row: Signal<Local, Bits<16>>,
+    x_region: Signal<Local, Bits<3>>,
     mm_wr_addr: Signal<Local, Bits<16>>,
     mm_wr_data: Signal<Local, Bits<16>>,
-    mm_wr_a: Signal<Local, Bit>,
-    mm_wr_b: Signal<Local, Bit>,
-    mm_wr_n: Signal<Local, Bit>,
+    mm_wr_region: Signal<Local, Bits<3>>,
+    mm_wr_en: Signal<Local, Bit>,
     mm_rd_addr: Signal<Local, Bits<16>>,
+    mm_rd_region: Signal<Local, Bits<3>>,
     mm_words: Signal<Local, Bits<16>>,
     mm_n0p: Signal<Local, Bits<16>>,
+    mm_a_sel: Signal<Local, Bits<3>>,
+    mm_b_sel: Signal<Local, Bits<3>>,
+    mm_b_one: Signal<Local, Bit>,
     mm_start: Signal<Local, Bit>,
 }
 
@@ -132,10 +138,10 @@ impl<const AW: usize, const L: usize> Default for ModExp<AW, L> {
             clock: Default::default(),
             wr_addr: Default::default(),
             wr_data: Default::default(),
-            wr_n: Default::default(),
-            wr_r2: Default::default(),
-            wr_base: Default::default(),
+            wr_region: Default::default(),
+            wr_en: Default::default(),
             rd_addr: Default::default(),
+            rd_region: Default::default(),
             rd_data: Default::default(),
             words: Default::default(),
             n0p: Default::default(),
@@ -145,9 +151,6 @@ impl<const AW: usize, const L: usize> Default for ModExp<AW, L> {
             done: Default::default(),
             // MontMul::default checks AW and L
             mm: Default::default(),
-            sm_ram: std::array::from_fn(|_| Default::default()),
-            lane_bits: Constant::new((L.trailing_zeros() as u64).into()),
-            lane_mask: Constant::new(((L - 1) as u64).into()),
             state: Default::default(),
             op: Default::default(),
             after_conv: Default::default(),
@@ -156,7 +159,6 @@ impl<const AW: usize, const L: usize> Default for ModExp<AW, L> {
             words_q: Default::default(),
             n0p_q: Default::default(),
             j: Default::default(),
-            sm_rd_bank_q: Default::default(),
             fin_done: Default::default(),
             wm1: Default::default(),
             ebit: Default::default(),
@@ -168,20 +170,18 @@ impl<const AW: usize, const L: usize> Default for ModExp<AW, L> {
             smear4: Default::default(),
             smear5: Default::default(),
             cur_init: Default::default(),
-            sm_rd_word: Default::default(),
-            sm_rd_row: Default::default(),
-            sm_rd_data: Default::default(),
-            sm_wr_en: Default::default(),
-            sm_wr_bank: Default::default(),
-            sm_wr_row: Default::default(),
+            x_region: Default::default(),
             mm_wr_addr: Default::default(),
             mm_wr_data: Default::default(),
-            mm_wr_a: Default::default(),
-            mm_wr_b: Default::default(),
-            mm_wr_n: Default::default(),
+            mm_wr_region: Default::default(),
+            mm_wr_en: Default::default(),
             mm_rd_addr: Default::default(),
+            mm_rd_region: Default::default(),
             mm_words: Default::default(),
             mm_n0p: Default::default(),
+            mm_a_sel: Default::default(),
+            mm_b_sel: Default::default(),
+            mm_b_one: Default::default(),
             mm_start: Default::default(),
         }
     }
@@ -192,15 +192,15 @@ impl<const AW: usize, const L: usize> ModExp<AW, L> {
     pub const MAX_WORDS: usize = L << AW;
 
     /// Clock edges from the edge that samples `start` to the edge after which `done` is high,
-    /// for `s` words and exponent `e ≥ 1`: `(t + p + 1)·M + t·(s + 1) + 2s·p` with `t` the
-    /// index of e's top bit, `p` its popcount and `M = MontMul::cycles(s)`.
+    /// for `s` words and exponent `e ≥ 1`: `P·M + (P − 1)·(s + 1)` with `P = t + p + 1`
+    /// products (`t` the index of e's top bit, `p` its popcount) and `M = MontMul::cycles(s)`.
     pub fn cycles(s: usize, e: u32) -> usize {
         assert!(e >= 1, "e = 0 runs as e = 1");
         let t = (31 - e.leading_zeros()) as usize;
         let p = e.count_ones() as usize;
         let products = t + p + 1;
         debug_assert_eq!(products, crate::model::products_for(e) as usize);
-        products * MontMul::<AW, L>::cycles(s) + t * (s + 1) + 2 * s * p
+        products * MontMul::<AW, L>::cycles(s) + (products - 1) * (s + 1)
     }
 }
 
@@ -209,23 +209,7 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
     fn update(&mut self) {
         // ------------------------------------------------------------ clocks
         self.mm.clock.next = self.clock.val();
-        for k in 0..L {
-            self.sm_ram[k].read_clock.next = self.clock.val();
-            self.sm_ram[k].write_clock.next = self.clock.val();
-        }
-        dff_setup!(
-            self,
-            clock,
-            state,
-            op,
-            after_conv,
-            e_q,
-            cur,
-            words_q,
-            n0p_q,
-            j,
-            sm_rd_bank_q
-        );
+        dff_setup!(self, clock, state, op, after_conv, e_q, cur, words_q, n0p_q, j);
 
         // ------------------------------------------------------------ status
         self.fin_done.next = (self.state.q.val() == MxState::Run)
@@ -271,33 +255,36 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
         }
 
         // ------------------------------------------------------------ multiplier ports
-        // host writes pass through while idle
+        // host port passes through while not busy; while busy the sequencer reads the result
         self.mm_wr_addr.next = self.wr_addr.val();
         self.mm_wr_data.next = self.wr_data.val();
-        self.mm_wr_a.next = self.wr_base.val() && !self.busy.val();
-        self.mm_wr_b.next = self.wr_r2.val() && !self.busy.val();
-        self.mm_wr_n.next = self.wr_n.val() && !self.busy.val();
+        self.mm_wr_region.next = self.wr_region.val();
+        self.mm_wr_en.next = self.wr_en.val() && !self.busy.val();
         self.mm_rd_addr.next = 0.into();
+        self.mm_rd_region.next = 1.into(); // the result
         if !self.busy.val() {
             self.mm_rd_addr.next = self.rd_addr.val();
+            self.mm_rd_region.next = self.rd_region.val();
         }
         self.rd_data.next = self.mm.rd_data.val();
         self.mm_words.next = self.words_q.q.val();
         self.mm_n0p.next = self.n0p_q.q.val();
         self.mm_start.next = false;
-
-        // ------------------------------------------------------------ sm store
-        // (read data first: the sequencer below consumes it)
-        self.sm_rd_data.next = 0.into();
-        for k in 0..L {
-            if self.sm_rd_bank_q.q.val().index() == k {
-                self.sm_rd_data.next = self.sm_ram[k].read_data.val();
-            }
+        // operands of the product that starts at the end of `Copy` (op already advanced):
+        // x is in sm (4) right after Conv, else in x (5)
+        self.x_region.next = 5.into();
+        if self.after_conv.q.val() {
+            self.x_region.next = 4.into();
         }
-        self.sm_rd_word.next = 0.into();
-        self.sm_wr_en.next = false;
-        self.sm_wr_bank.next = self.j.q.val() & self.lane_mask.val();
-        self.sm_wr_row.next = self.j.q.val() >> self.lane_bits.val();
+        self.mm_a_sel.next = self.x_region.val();
+        self.mm_b_sel.next = self.x_region.val();
+        self.mm_b_one.next = false;
+        if self.op.q.val() == MxOp::Mul {
+            self.mm_b_sel.next = 4.into();
+        }
+        if self.op.q.val() == MxOp::Fin {
+            self.mm_b_one.next = true;
+        }
 
         // ------------------------------------------------------------ sequencer
         match self.state.q.val() {
@@ -307,55 +294,21 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
                     if self.op.q.val() == MxOp::Fin {
                         self.state.d.next = MxState::Idle;
                     } else {
+                        // result word 0 is being read (rd_addr = 0 while busy)
                         self.op.d.next = self.nxt.val();
                         self.cur.d.next = self.cur_next.val();
                         self.after_conv.d.next = self.op.q.val() == MxOp::Conv;
                         self.j.d.next = 0.into();
-                        if self.nxt.val() == MxOp::Sq {
-                            // result word 0 is being read (rd_addr = 0 while busy)
-                            self.state.d.next = MxState::CopyR;
-                        } else {
-                            // b word 0 now: sm[0] (prefetched) or the constant 1
-                            self.mm_wr_addr.next = 0.into();
-                            self.mm_wr_b.next = true;
-                            self.mm_wr_data.next = 1.into();
-                            if self.nxt.val() == MxOp::Mul {
-                                self.mm_wr_data.next = self.sm_rd_data.val();
-                            }
-                            if self.words_q.q.val() == 1 {
-                                self.state.d.next = MxState::CopyR;
-                            } else {
-                                self.j.d.next = 1.into();
-                                self.state.d.next = MxState::CopyB;
-                                self.sm_rd_word.next = 1.into();
-                            }
-                        }
+                        self.state.d.next = MxState::Copy;
                     }
                 }
             }
-            MxState::CopyB => {
-                // b word j: sm[j] (read last cycle) or 0
-                self.mm_wr_addr.next = self.j.q.val();
-                self.mm_wr_b.next = true;
-                self.mm_wr_data.next = 0.into();
-                if self.op.q.val() == MxOp::Mul {
-                    self.mm_wr_data.next = self.sm_rd_data.val();
-                }
-                self.sm_rd_word.next = self.j.q.val() + 1;
-                if self.j.q.val() == self.wm1.val() {
-                    self.j.d.next = 0.into();
-                    self.state.d.next = MxState::CopyR;
-                } else {
-                    self.j.d.next = self.j.q.val() + 1;
-                }
-            }
-            MxState::CopyR => {
-                // result word j (read last cycle) into a, and b for a square, and sm after Conv
+            MxState::Copy => {
+                // result word j (read last cycle) into x, or sm after Conv
                 self.mm_wr_addr.next = self.j.q.val();
                 self.mm_wr_data.next = self.mm.rd_data.val();
-                self.mm_wr_a.next = true;
-                self.mm_wr_b.next = self.op.q.val() == MxOp::Sq;
-                self.sm_wr_en.next = self.after_conv.q.val();
+                self.mm_wr_region.next = self.x_region.val();
+                self.mm_wr_en.next = true;
                 self.mm_rd_addr.next = self.j.q.val() + 1;
                 if self.j.q.val() == self.wm1.val() {
                     self.mm_start.next = true;
@@ -374,6 +327,9 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
             self.mm_start.next = true;
             self.mm_words.next = self.words.val();
             self.mm_n0p.next = self.n0p.val();
+            self.mm_a_sel.next = 2.into(); // the base
+            self.mm_b_sel.next = 3.into(); // R²
+            self.mm_b_one.next = false;
             self.words_q.d.next = self.words.val();
             self.n0p_q.d.next = self.n0p.val();
             self.e_q.d.next = self.e.val();
@@ -388,24 +344,16 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
         // ping-pong the two blocks forever in an event-driven Verilog simulator.
         self.mm.wr_addr.next = self.mm_wr_addr.val();
         self.mm.wr_data.next = self.mm_wr_data.val();
-        self.mm.wr_a.next = self.mm_wr_a.val();
-        self.mm.wr_b.next = self.mm_wr_b.val();
-        self.mm.wr_n.next = self.mm_wr_n.val();
+        self.mm.wr_region.next = self.mm_wr_region.val();
+        self.mm.wr_en.next = self.mm_wr_en.val();
         self.mm.rd_addr.next = self.mm_rd_addr.val();
+        self.mm.rd_region.next = self.mm_rd_region.val();
         self.mm.words.next = self.mm_words.val();
         self.mm.n0p.next = self.mm_n0p.val();
+        self.mm.a_sel.next = self.mm_a_sel.val();
+        self.mm.b_sel.next = self.mm_b_sel.val();
+        self.mm.b_one.next = self.mm_b_one.val();
         self.mm.start.next = self.mm_start.val();
-
-        // ------------------------------------------------------------ sm RAM banks
-        self.sm_rd_row.next = self.sm_rd_word.val() >> self.lane_bits.val();
-        self.sm_rd_bank_q.d.next = self.sm_rd_word.val() & self.lane_mask.val();
-        for k in 0..L {
-            self.sm_ram[k].read_address.next = bit_cast::<{ AW }, 16>(self.sm_rd_row.val());
-            self.sm_ram[k].write_address.next = bit_cast::<{ AW }, 16>(self.sm_wr_row.val());
-            self.sm_ram[k].write_data.next = self.mm.rd_data.val();
-            self.sm_ram[k].write_enable.next =
-                self.sm_wr_en.val() && (self.sm_wr_bank.val().index() == k);
-        }
     }
 }
 
@@ -451,7 +399,7 @@ mod tests {
     const HALF_PERIOD: u64 = 5;
     const PERIOD: u64 = 2 * HALF_PERIOD;
 
-    /// Host side of one case: writes n, R² and s (the port order varies with `order`).
+    /// Host side of one case: writes n, R² and s (the order varies with `order`).
     fn load<const AW: usize, const L: usize>(
         sim: &mut Sim<ModExp<AW, L>>,
         mut x: Box<ModExp<AW, L>>,
@@ -459,21 +407,18 @@ mod tests {
         order: usize,
     ) -> Result<Box<ModExp<AW, L>>, SimError> {
         let r2 = c.r2();
-        let mut banks = [(0, &c.n), (1, &r2), (2, &c.base)];
+        let mut banks = [(REGION_N, &c.n), (REGION_R2, &r2), (REGION_BASE, &c.base)];
         banks.rotate_left(order % 3);
-        for (sel, words) in banks {
+        for (region, words) in banks {
             for (k, w) in words.iter().enumerate() {
                 x.wr_addr.next = (k as u64).into();
                 x.wr_data.next = (*w as u64).into();
-                x.wr_n.next = sel == 0;
-                x.wr_r2.next = sel == 1;
-                x.wr_base.next = sel == 2;
+                x.wr_region.next = region.into();
+                x.wr_en.next = true;
                 wait_clock_cycle!(sim, clock, x);
             }
         }
-        x.wr_n.next = false;
-        x.wr_r2.next = false;
-        x.wr_base.next = false;
+        x.wr_en.next = false;
         Ok(x)
     }
 
@@ -505,6 +450,7 @@ mod tests {
                 x = sim.watch(|x| x.done.val(), x)?;
                 let cycles = (sim.time() - t_start) / PERIOD;
                 let mut y = vec![];
+                x.rd_region.next = REGION_Y.into();
                 for k in 0..s {
                     x.rd_addr.next = (k as u64).into();
                     wait_clock_cycle!(sim, clock, x);
@@ -672,9 +618,9 @@ mod tests {
 
     /// Host protocol: writes while busy are ignored, `busy`/`done` behave as documented, a
     /// word address presented in the `done` cycle reads the result even with `start` raised in
-    /// that cycle, and that `start` begins a new run at once (on the banks as the run left
-    /// them: a = x, b = 1, so its base is MM(x, 1) = y·R⁻¹ and it yields (y·R⁻¹)^e2). A third
-    /// run rewrites only s and R² (n is kept).
+    /// that cycle, and that `start` begins a new run at once (on the same n, s and R², which a
+    /// run leaves alone, so it yields s^e2). A third run rewrites only s and R² (n is kept).
+    /// Region 6 (not used by the sequencer) keeps a pattern written before run 1.
     fn protocol<const AW: usize, const L: usize>(c: Case, e2: u32, c3: Case) {
         let results: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![]));
         let mut uut = ModExp::<AW, L>::default();
@@ -692,16 +638,21 @@ mod tests {
             wait_clock_true!(sim, clock, x);
             sim_assert!(sim, !x.busy.val() && !x.done.val(), x);
             x = load(&mut sim, x, c, 0)?;
+            for k in 0..s {
+                x.wr_addr.next = (k as u64).into();
+                x.wr_data.next = (0xc000 + k as u64).into();
+                x.wr_region.next = REGION_FREE.into();
+                x.wr_en.next = true;
+                wait_clock_cycle!(sim, clock, x);
+            }
             x.words.next = (s as u64).into();
             x.n0p.next = (model::n0_prime(c.n[0]) as u64).into();
             x.e.next = (c.e as u64).into();
             x.start.next = true;
             wait_clock_cycle!(sim, clock, x);
             x.start.next = false;
-            // run 1: every bank hammered with garbage while busy, inputs changed too
-            x.wr_n.next = true;
-            x.wr_r2.next = true;
-            x.wr_base.next = true;
+            // run 1: every region hammered with garbage while busy, inputs changed too
+            x.wr_en.next = true;
             x.words.next = 1.into();
             x.e.next = 0xffff_ffff.into();
             let mut cycles = 0u64;
@@ -709,19 +660,20 @@ mod tests {
                 sim_assert!(sim, x.busy.val(), x);
                 x.wr_addr.next = (cycles % s as u64).into();
                 x.wr_data.next = (0x5a5a ^ cycles).into();
+                x.wr_region.next = (cycles % 7).into();
                 x.rd_addr.next = ((cycles + 1) % s as u64).into();
+                x.rd_region.next = (cycles % 7).into();
                 wait_clock_cycle!(sim, clock, x);
                 cycles += 1;
             }
             sim_assert!(sim, !x.busy.val(), x);
-            x.wr_n.next = false;
-            x.wr_r2.next = false;
-            x.wr_base.next = false;
+            x.wr_en.next = false;
             tb_results.lock().unwrap().push(cycles);
             // the done cycle: read word 0 and start run 2 together
             x.words.next = (s as u64).into();
             x.e.next = (e2 as u64).into();
             x.rd_addr.next = 0.into();
+            x.rd_region.next = REGION_Y.into();
             x.start.next = true;
             wait_clock_cycle!(sim, clock, x);
             x.start.next = false;
@@ -749,29 +701,31 @@ mod tests {
             }
             // run 3: new base and R² only (the case shares n)
             let r2 = c3.r2();
-            for (sel, words) in [(1, &c3.base), (0, &r2)] {
+            for (region, words) in [(REGION_BASE, &c3.base), (REGION_R2, &r2)] {
                 for (k, w) in words.iter().enumerate() {
                     x.wr_addr.next = (k as u64).into();
                     x.wr_data.next = (*w as u64).into();
-                    x.wr_r2.next = sel == 0;
-                    x.wr_base.next = sel == 1;
+                    x.wr_region.next = region.into();
+                    x.wr_en.next = true;
                     wait_clock_cycle!(sim, clock, x);
                 }
             }
-            x.wr_r2.next = false;
-            x.wr_base.next = false;
+            x.wr_en.next = false;
             x.e.next = (c3.e as u64).into();
             x.start.next = true;
             wait_clock_cycle!(sim, clock, x);
             x.start.next = false;
             x = sim.watch(|x| x.done.val(), x)?;
-            for k in 0..s {
-                x.rd_addr.next = (k as u64).into();
-                wait_clock_cycle!(sim, clock, x);
-                tb_results
-                    .lock()
-                    .unwrap()
-                    .push(x.rd_data.val().to_u16() as u64);
+            for region in [REGION_Y, REGION_FREE] {
+                x.rd_region.next = region.into();
+                for k in 0..s {
+                    x.rd_addr.next = (k as u64).into();
+                    wait_clock_cycle!(sim, clock, x);
+                    tb_results
+                        .lock()
+                        .unwrap()
+                        .push(x.rd_data.val().to_u16() as u64);
+                }
             }
             sim.done(x)
         });
@@ -779,11 +733,11 @@ mod tests {
         let budget = (ModExp::<AW, L>::cycles(s, c.e)
             + ModExp::<AW, L>::cycles(s, e2)
             + ModExp::<AW, L>::cycles(s, c3.e)) as u64
-            + 20 * s as u64
+            + 30 * s as u64
             + 100;
         sim.run(Box::new(uut), budget * PERIOD).unwrap();
         let r = results.lock().unwrap().clone();
-        assert_eq!(r.len(), 3 + 2 * s, "testbench stopped early: {r:?}");
+        assert_eq!(r.len(), 3 + 3 * s, "testbench stopped early: {r:?}");
         let n = model::from_words(&c.n);
         let y1 = model::from_words(&c.base).modpow(&BigUint::from(c.e), &n);
         let y1w = model::to_words(&y1, s);
@@ -798,12 +752,13 @@ mod tests {
             ModExp::<AW, L>::cycles(s, e2),
             "run 2 latency"
         );
-        let rinv = (BigUint::one() << (16 * s)).modinv(&n).unwrap();
-        let y2 = (y1 * rinv % &n).modpow(&BigUint::from(e2), &n);
+        let y2 = model::from_words(&c.base).modpow(&BigUint::from(e2), &n);
         let w = |v: &[u64]| model::from_words(&v.iter().map(|&w| w as u16).collect::<Vec<_>>());
-        assert_eq!(w(&r[3..3 + s]), y2, "run 2 (started in the done cycle)");
+        assert_eq!(w(&r[3..3 + s]), y2, "run 2 (started in the done cycle, s and R² kept)");
         let y3 = model::from_words(&c3.base).modpow(&BigUint::from(c3.e), &n);
-        assert_eq!(w(&r[3 + s..]), y3, "run 3 (n kept)");
+        assert_eq!(w(&r[3 + s..3 + 2 * s]), y3, "run 3 (n kept)");
+        let free: Vec<u64> = (0..s as u64).map(|k| 0xc000 + k).collect();
+        assert_eq!(&r[3 + 2 * s..], &free[..], "region 6 untouched");
     }
 
     #[test]
@@ -829,7 +784,7 @@ mod tests {
         let n = model::from_words(&nw);
         let b = rng.below(&n, s);
         check::<5, 8>(&[Case::new(&b, 32, &n, s)]);
-        assert_eq!(ModExp::<5, 8>::cycles(192, 32), 67_219);
+        assert_eq!(ModExp::<5, 8>::cycles(192, 32), 67_035);
     }
 
     fn verilog_of<const AW: usize, const L: usize>() -> String {
@@ -838,8 +793,8 @@ mod tests {
         generate_verilog(&uut)
     }
 
-    /// Generated Verilog: non-empty, one multiplier module inside, L multipliers, 6·L word
-    /// banks (five in the multiplier, one `sm`); linted with verilator when installed.
+    /// Generated Verilog: non-empty, one multiplier module inside, L multipliers, 2·L block
+    /// RAMs (the multiplier's; the sequencer has none); linted with verilator when installed.
     fn check_verilog<const AW: usize, const L: usize>() {
         let vlog = verilog_of::<AW, L>();
         assert!(!vlog.is_empty());
@@ -850,8 +805,7 @@ mod tests {
             L,
             "one multiplier per lane"
         );
-        let ram = format!("reg[15:0] mem[{}:0];", (1 << AW) - 1);
-        assert_eq!(vlog.matches(&ram).count(), 6 * L, "six word banks per lane");
+        assert_eq!(vlog.matches("reg[15:0] mem[").count(), 2 * L, "two RAMs per lane");
         verilator_lint("modexp", &vlog);
     }
 
@@ -872,15 +826,14 @@ mod tests {
         let mut tb = String::from(
             "`timescale 1ns/1ps\nmodule tb;\nreg clock = 0;\nalways #5 clock = ~clock;\n\
              reg [15:0] wr_addr = 0, wr_data = 0, rd_addr = 0, words = 0, n0p = 0;\n\
-             reg [31:0] e = 0;\nreg wr_n = 0, wr_r2 = 0, wr_base = 0, start = 0;\n\
+             reg [31:0] e = 0;\nreg [2:0] wr_region = 0, rd_region = 1;\nreg wr_en = 0, start = 0;\n\
              wire [15:0] rd_data;\nwire busy, done;\ninteger k, cyc;\n\
-             top uut(.clock(clock), .wr_addr(wr_addr), .wr_data(wr_data), .wr_n(wr_n),\n\
-             .wr_r2(wr_r2), .wr_base(wr_base), .rd_addr(rd_addr), .rd_data(rd_data),\n\
+             top uut(.clock(clock), .wr_addr(wr_addr), .wr_data(wr_data), .wr_region(wr_region),\n\
+             .wr_en(wr_en), .rd_addr(rd_addr), .rd_region(rd_region), .rd_data(rd_data),\n\
              .words(words), .n0p(n0p), .e(e), .start(start), .busy(busy), .done(done));\n\
-             task load(input integer sel, input [15:0] addr, input [15:0] data); begin\n\
-             @(negedge clock); wr_addr = addr; wr_data = data;\n\
-             wr_n = (sel == 0); wr_r2 = (sel == 1); wr_base = (sel == 2);\n\
-             @(negedge clock); wr_n = 0; wr_r2 = 0; wr_base = 0; end endtask\n\
+             task load(input [2:0] region, input [15:0] addr, input [15:0] data); begin\n\
+             @(negedge clock); wr_addr = addr; wr_data = data; wr_region = region; wr_en = 1;\n\
+             @(negedge clock); wr_en = 0; end endtask\n\
              task run(input [15:0] s, input [15:0] n0, input [31:0] ex); begin\n\
              @(negedge clock); words = s; n0p = n0; e = ex; start = 1;\n\
              @(posedge clock); #1 start = 0; cyc = 0;\n\
@@ -891,9 +844,9 @@ mod tests {
              end endtask\ninitial begin\n",
         );
         for c in cases {
-            for (sel, words) in [(0, &c.n), (1, &c.r2()), (2, &c.base)] {
+            for (region, words) in [(REGION_N, &c.n), (REGION_R2, &c.r2()), (REGION_BASE, &c.base)] {
                 for (k, w) in words.iter().enumerate() {
-                    tb += &format!("load({sel}, {k}, 16'h{w:04x});\n");
+                    tb += &format!("load({region}, {k}, 16'h{w:04x});\n");
                 }
             }
             tb += &format!(

@@ -3,37 +3,54 @@
 //! Computes `out = a·b·R⁻¹ mod n`, `R = 2^(16·s)`, fully reduced (`out < n`), for a run-time
 //! word count `1 ≤ s ≤ L·2^AW`, exactly as [`crate::model::mont_mul`] does.
 //!
+//! # Word store: regions
+//!
+//! The block owns all operand storage of the verify engine: [`REGIONS`] = 7 *regions* of
+//! `MAX_WORDS` 16-bit words each. Region [`REGION_N`] holds the modulus; reading region
+//! [`REGION_RESULT`] gives the last product; regions 2…6 are general-purpose operand slots
+//! (the exponent sequencer keeps the base, R², `sm` and `x` there, the verify unit its
+//! reference block). A product reads `a` from region `a_sel` and `b` from region `b_sel`
+//! (they may be the same region: a square), or takes `b = 1` (`b_one`). A run writes only the
+//! result (region 1 and the accumulator), so every other region survives it.
+//!
 //! # Ports (all synchronous to `clock`)
 //!
-//! * Operand load: `wr_addr` (word index), `wr_data`, and one of `wr_a` / `wr_b` / `wr_n` high
-//!   for a cycle writes that word of `a`, `b` or `n`. Writes are ignored while `busy`.
-//!   The operand RAMs keep their contents, so a parent only rewrites what changes.
-//! * `words` (= s, which must be in `1..=MAX_WORDS`; not checked) and `n0p` (= −n⁻¹ mod 2^16)
-//!   are sampled on the edge that sees `start` high while `busy` is low. Raise `start` for
-//!   one cycle; if it is still high in the `done` cycle, the next product starts.
+//! * Write: `wr_en` high for a cycle writes `wr_data` into word `wr_addr` of region
+//!   `wr_region`. Ignored while `busy`.
+//! * Read: while `busy` is low (in the `done` cycle or later, even in the cycle that raises
+//!   `start` again), word `rd_addr` of region `rd_region` appears on `rd_data` one cycle later
+//!   (block RAM latency); region [`REGION_RESULT`] gives the result of the last product. A
+//!   write and a read of the same word in one cycle reads the old word. Word indices are taken
+//!   modulo `MAX_WORDS`; region 7 does not exist (reads give garbage, writes are lost).
+//! * `words` (= s, which must be in `1..=MAX_WORDS`; not checked), `n0p` (= −n⁻¹ mod 2^16),
+//!   `a_sel`, `b_sel` and `b_one` are sampled on the edge that sees `start` high while `busy`
+//!   is low. Raise `start` for one cycle; if it is still high in the `done` cycle, the next
+//!   product starts.
 //! * `busy` is high from the edge after `start` until the result is ready; `done` is then high
 //!   for exactly one cycle, with `busy` low (the block accepts `start` in that cycle too).
-//! * Result: a word index on `rd_addr` while `busy` is low (in the `done` cycle or later, even
-//!   in the cycle that raises `start` again) gives that word on `rd_data` one cycle later (block
-//!   RAM latency). Word indices are taken modulo `MAX_WORDS`.
-//! * The operand RAMs are the block's own (no shared ports): a parent such as the exponent
-//!   sequencer copies result words back into `a`/`b` through the write port, s cycles each.
 //!
 //! # Latency
 //!
-//! With `G = ⌈s/L⌉` word groups, [`MontMul::cycles`]`(s) = s·(2G + 1) + 2` clock edges from
-//! the edge that samples `start` to the edge after which `done` is high: every cycle of the
-//! run issues one multiplier step (G steps of a_j·b_i, one m = t₀·n0' step, G steps of m·n_j
-//! per row), then two cycles drain the pipeline. For L = 1 that is s(2s+1)+2, i.e. 73 922
-//! cycles for a 3072-bit product (s = 192).
+//! With `G = ⌈s/L⌉` word groups, [`MontMul::cycles`]`(s) = s·(2G + 1) + 3` clock edges from
+//! the edge that samples `start` to the edge after which `done` is high: one cycle fetches
+//! `b[0]`, then every cycle of the run issues one multiplier step (G steps of a_j·b_i, one
+//! m = t₀·n0' step, G steps of m·n_j per row), then two cycles drain the pipeline. For L = 1
+//! that is s(2s+1)+3, i.e. 73 923 cycles for a 3072-bit product (s = 192).
 //!
 //! # Architecture
 //!
-//! Word `w` of every operand lives in bank `w mod L` at address `w / L`; each bank is a
-//! [`RAM`] (one write port, one synchronous read port, block RAM on iCE40/ECP5) of `2^AW`
-//! 16-bit words, five banks per lane: `a`, `b`, `n`, `t` (the CIOS accumulator) and `d`
-//! (`t − n`, built word by word while the last row produces `t`, so the final conditional
-//! subtraction costs no extra pass: the result port reads `d` or `t` depending on the sign).
+//! Word `w` lives in lane `w mod L` at row `w / L`. Each lane has two block RAMs (one write
+//! port, one synchronous read port each; one iCE40 SB_RAM40_4K at 3072 bits and L = 8):
+//!
+//! * the *operand RAM* ([`WordRam`], `7·2^AW` words): the seven regions, region `r` at
+//!   addresses `r·2^AW …`. It sees at most one read and one write per cycle: A steps read
+//!   `a` (all lanes, row g), B steps read `n`, the row's M step fetches the next row's `b_i`
+//!   (one lane; it is kept in a register for the next row's A steps), and the only write
+//!   during a run is `d` (region 1);
+//! * the *accumulator RAM* `t` (`2^AW` words), read and written every cycle.
+//!
+//! `d = t − n` is built word by word while the last row produces `t`, so the final conditional
+//! subtraction costs no extra pass: the result port reads `d` or `t` depending on the sign.
 //! The words `t[s'−1]` (top of the padded accumulator, `s' = G·L`), `t[s']` and `t[s'+1]`
 //! live in registers, and so does `t[0]` between a row's A and B passes.
 //!
@@ -56,10 +73,97 @@
 use crate::mac_lane::MacLane;
 use rust_hdl::prelude::*;
 
+/// Number of operand regions (3-bit region numbers 0…6).
+pub const REGIONS: usize = 7;
+/// The modulus `n` (read by every product's B steps).
+pub const REGION_N: u64 = 0;
+/// Reading gives the last product (`t − n` or `t`); a run writes `t − n` here.
+pub const REGION_RESULT: u64 = 1;
+
+/// A simple dual-port (one write, one synchronous read) block RAM of 16-bit words with a
+/// depth fixed at construction, so a parent can size it from its const generics
+/// (`7·2^AW` words) without const-generic arithmetic. Addresses are 16-bit ports of which
+/// the low `⌈log2 depth⌉` bits are used. Read data is registered (one cycle latency) and a
+/// read of the word written in the same cycle returns the old word, like rust-hdl's `RAM`;
+/// the Verilog is the same pattern, so yosys infers block RAM (SB_RAM40_4K, DP16KD).
+#[derive(LogicBlock)]
+pub struct WordRam {
+    pub clock: Signal<In, Clock>,
+    pub read_address: Signal<In, Bits<16>>,
+    pub read_data: Signal<Out, Bits<16>>,
+    pub write_address: Signal<In, Bits<16>>,
+    pub write_data: Signal<In, Bits<16>>,
+    pub write_enable: Signal<In, Bit>,
+    _abits: usize,
+    _mem: Vec<u16>,
+}
+
+impl WordRam {
+    /// A RAM of `depth` words (1 ≤ depth ≤ 2^16), cleared to zero.
+    pub fn new(depth: usize) -> Self {
+        assert!((1..=1 << 16).contains(&depth), "WordRam depth out of range");
+        let abits = (usize::BITS - (depth - 1).leading_zeros()).max(1) as usize;
+        Self {
+            clock: Default::default(),
+            read_address: Default::default(),
+            read_data: Default::default(),
+            write_address: Default::default(),
+            write_data: Default::default(),
+            write_enable: Default::default(),
+            _abits: abits,
+            _mem: vec![0; depth],
+        }
+    }
+
+    fn index(&self, addr: u64) -> usize {
+        (addr & ((1u64 << self._abits) - 1)) as usize
+    }
+}
+
+impl Logic for WordRam {
+    fn update(&mut self) {
+        if self.clock.pos_edge() {
+            let ra = self.index(self.read_address.val().to_u64());
+            self.read_data.next = (*self._mem.get(ra).unwrap_or(&0) as u64).into();
+            if self.write_enable.val() {
+                let wa = self.index(self.write_address.val().to_u64());
+                if let Some(w) = self._mem.get_mut(wa) {
+                    *w = self.write_data.val().to_u16();
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self) {
+        self.read_data.connect();
+    }
+
+    fn hdl(&self) -> Verilog {
+        Verilog::Custom(format!(
+            "\
+reg[15:0] mem[{top}:0];
+
+always @(posedge clock) begin
+   read_data <= mem[read_address[{amsb}:0]];
+end
+
+always @(posedge clock) begin
+   if (write_enable) begin
+      mem[write_address[{amsb}:0]] <= write_data;
+   end
+end
+",
+            top = self._mem.len() - 1,
+            amsb = self._abits - 1
+        ))
+    }
+}
+
 /// What the issue stage is doing this cycle.
 #[derive(Copy, Clone, Debug, PartialEq, LogicState)]
 pub enum MmState {
     Idle,
+    Pre,
     A,
     M,
     B,
@@ -78,38 +182,43 @@ pub enum MmOp {
     Bend,
 }
 
-/// Montgomery multiplier with `2^AW` words per RAM bank and `L` lanes (multipliers);
+/// Montgomery multiplier with `2^AW` words per lane and region and `L` lanes (multipliers);
 /// `L` must be a power of two. `MontMul<8, 1>` covers 4096-bit moduli with one DSP.
 #[derive(LogicBlock)]
 pub struct MontMul<const AW: usize, const L: usize> {
     pub clock: Signal<In, Clock>,
     pub wr_addr: Signal<In, Bits<16>>,
     pub wr_data: Signal<In, Bits<16>>,
-    pub wr_a: Signal<In, Bit>,
-    pub wr_b: Signal<In, Bit>,
-    pub wr_n: Signal<In, Bit>,
+    pub wr_region: Signal<In, Bits<3>>,
+    pub wr_en: Signal<In, Bit>,
     pub rd_addr: Signal<In, Bits<16>>,
+    pub rd_region: Signal<In, Bits<3>>,
     pub rd_data: Signal<Out, Bits<16>>,
     pub words: Signal<In, Bits<16>>,
     pub n0p: Signal<In, Bits<16>>,
+    pub a_sel: Signal<In, Bits<3>>,
+    pub b_sel: Signal<In, Bits<3>>,
+    pub b_one: Signal<In, Bit>,
     pub start: Signal<In, Bit>,
     pub busy: Signal<Out, Bit>,
     pub done: Signal<Out, Bit>,
-    // word banks
-    a_ram: [RAM<Bits<16>, AW>; L],
-    b_ram: [RAM<Bits<16>, AW>; L],
-    n_ram: [RAM<Bits<16>, AW>; L],
+    // word stores
+    op_ram: [WordRam; L],
     t_ram: [RAM<Bits<16>, AW>; L],
-    d_ram: [RAM<Bits<16>, AW>; L],
     lane_bits: Constant<Bits<16>>,
     lane_mask: Constant<Bits<16>>,
+    row_mask: Constant<Bits<16>>,
+    aw_bits: Constant<Bits<16>>,
+    d_base: Constant<Bits<16>>,
     // host port decoding
     wm1: Signal<Local, Bits<16>>,
     wr_bank: Signal<Local, Bits<16>>,
     wr_row: Signal<Local, Bits<16>>,
+    wr_op_addr: Signal<Local, Bits<16>>,
     rd_bank: Signal<Local, Bits<16>>,
     rd_row: Signal<Local, Bits<16>>,
-    rd_bank_q: DFF<Bits<16>>,
+    rd_op_addr: Signal<Local, Bits<16>>,
+    rd_res_q: DFF<Bit>,
     // issue stage
     state: DFF<MmState>,
     g: DFF<Bits<AW>>,
@@ -120,11 +229,22 @@ pub struct MontMul<const AW: usize, const L: usize> {
     first_row: DFF<Bit>,
     last_row: DFF<Bit>,
     n0p_q: DFF<Bits<16>>,
+    a_base: DFF<Bits<16>>,
+    b_base: DFF<Bits<16>>,
+    b_one_q: DFF<Bit>,
+    lane_sel_q: DFF<Bits<16>>,
+    g16: Signal<Local, Bits<16>>,
+    nxt_lane: Signal<Local, Bits<16>>,
+    nxt_addr: Signal<Local, Bits<AW>>,
+    op_ra: Signal<Local, Bits<16>>,
     // execute stage
     ex_op: DFF<MmOp>,
     ex_g: DFF<Bits<AW>>,
     ex_first: DFF<Bit>,
     ex_bend: DFF<Bit>,
+    ex_fetch: DFF<Bit>,
+    ex_pre: DFF<Bit>,
+    b_q: DFF<Bits<16>>,
     c: DFF<Bits<16>>,
     t0: DFF<Bits<16>>,
     t_top: DFF<Bits<16>>,
@@ -137,7 +257,12 @@ pub struct MontMul<const AW: usize, const L: usize> {
     fwd_hit: [DFF<Bit>; L],
     fwd_data: [DFF<Bits<16>>; L],
     // combinational, shared
-    b_i: Signal<Local, Bits<16>>,
+    op_lane_w: Signal<Local, Bits<16>>,
+    t_lane_w: Signal<Local, Bits<16>>,
+    ex_gm1: Signal<Local, Bits<AW>>,
+    wa_g: Signal<Local, Bits<16>>,
+    wa_gm1: Signal<Local, Bits<16>>,
+    wa_last: Signal<Local, Bits<16>>,
     y: Signal<Local, Bits<32>>,
     y_lo: Signal<Local, Bits<16>>,
     y_hi: Signal<Local, Bits<16>>,
@@ -146,8 +271,7 @@ pub struct MontMul<const AW: usize, const L: usize> {
     dsub_end: Signal<Local, Bits<32>>,
     // combinational, per lane
     valid: [Signal<Local, Bit>; L],
-    a_m: [Signal<Local, Bits<16>>; L],
-    n_m: [Signal<Local, Bits<16>>; L],
+    opw: [Signal<Local, Bits<16>>; L],
     t_ram_eff: [Signal<Local, Bits<16>>; L],
     lane: [MacLane; L],
 }
@@ -158,7 +282,8 @@ fn lanes<T: Default, const L: usize>() -> [T; L] {
 
 impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
     fn default() -> Self {
-        assert!((1..=15).contains(&AW), "address width out of range");
+        // (the operand RAM's 7·2^AW words must fit its 16-bit address)
+        assert!((1..=13).contains(&AW), "address width out of range");
         assert!(
             L.is_power_of_two() && L <= 64,
             "lane count must be a power of two ≤ 64"
@@ -171,29 +296,34 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             clock: Default::default(),
             wr_addr: Default::default(),
             wr_data: Default::default(),
-            wr_a: Default::default(),
-            wr_b: Default::default(),
-            wr_n: Default::default(),
+            wr_region: Default::default(),
+            wr_en: Default::default(),
             rd_addr: Default::default(),
+            rd_region: Default::default(),
             rd_data: Default::default(),
             words: Default::default(),
             n0p: Default::default(),
+            a_sel: Default::default(),
+            b_sel: Default::default(),
+            b_one: Default::default(),
             start: Default::default(),
             busy: Default::default(),
             done: Default::default(),
-            a_ram: lanes(),
-            b_ram: lanes(),
-            n_ram: lanes(),
+            op_ram: std::array::from_fn(|_| WordRam::new(REGIONS << AW)),
             t_ram: lanes(),
-            d_ram: lanes(),
             lane_bits: Constant::new((L.trailing_zeros() as u64).into()),
             lane_mask: Constant::new(((L - 1) as u64).into()),
+            row_mask: Constant::new((((1usize << AW) - 1) as u64).into()),
+            aw_bits: Constant::new((AW as u64).into()),
+            d_base: Constant::new((REGION_RESULT << AW).into()),
             wm1: Default::default(),
             wr_bank: Default::default(),
             wr_row: Default::default(),
+            wr_op_addr: Default::default(),
             rd_bank: Default::default(),
             rd_row: Default::default(),
-            rd_bank_q: Default::default(),
+            rd_op_addr: Default::default(),
+            rd_res_q: Default::default(),
             state: Default::default(),
             g: Default::default(),
             row_addr: Default::default(),
@@ -203,10 +333,21 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             first_row: Default::default(),
             last_row: Default::default(),
             n0p_q: Default::default(),
+            a_base: Default::default(),
+            b_base: Default::default(),
+            b_one_q: Default::default(),
+            lane_sel_q: Default::default(),
+            g16: Default::default(),
+            nxt_lane: Default::default(),
+            nxt_addr: Default::default(),
+            op_ra: Default::default(),
             ex_op: Default::default(),
             ex_g: Default::default(),
             ex_first: Default::default(),
             ex_bend: Default::default(),
+            ex_fetch: Default::default(),
+            ex_pre: Default::default(),
+            b_q: Default::default(),
             c: Default::default(),
             t0: Default::default(),
             t_top: Default::default(),
@@ -218,7 +359,12 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             use_diff: Default::default(),
             fwd_hit: lanes(),
             fwd_data: lanes(),
-            b_i: Default::default(),
+            op_lane_w: Default::default(),
+            t_lane_w: Default::default(),
+            ex_gm1: Default::default(),
+            wa_g: Default::default(),
+            wa_gm1: Default::default(),
+            wa_last: Default::default(),
             y: Default::default(),
             y_lo: Default::default(),
             y_hi: Default::default(),
@@ -226,8 +372,7 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             borrow_w: Default::default(),
             dsub_end: Default::default(),
             valid: lanes(),
-            a_m: lanes(),
-            n_m: lanes(),
+            opw: lanes(),
             t_ram_eff: lanes(),
             lane: lanes(),
         }
@@ -239,10 +384,10 @@ impl<const AW: usize, const L: usize> MontMul<AW, L> {
     pub const MAX_WORDS: usize = L << AW;
 
     /// Clock edges from the edge that samples `start` to the edge after which `done` is high:
-    /// `s·(2⌈s/L⌉ + 1) + 2`.
+    /// `s·(2⌈s/L⌉ + 1) + 3`.
     pub fn cycles(s: usize) -> usize {
         assert!((1..=Self::MAX_WORDS).contains(&s));
-        s * (2 * s.div_ceil(L) + 1) + 2
+        s * (2 * s.div_ceil(L) + 1) + 3
     }
 }
 
@@ -251,23 +396,16 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
     fn update(&mut self) {
         // ------------------------------------------------------------ clocks, register defaults
         for k in 0..L {
-            self.a_ram[k].read_clock.next = self.clock.val();
-            self.a_ram[k].write_clock.next = self.clock.val();
-            self.b_ram[k].read_clock.next = self.clock.val();
-            self.b_ram[k].write_clock.next = self.clock.val();
-            self.n_ram[k].read_clock.next = self.clock.val();
-            self.n_ram[k].write_clock.next = self.clock.val();
+            self.op_ram[k].clock.next = self.clock.val();
             self.t_ram[k].read_clock.next = self.clock.val();
             self.t_ram[k].write_clock.next = self.clock.val();
-            self.d_ram[k].read_clock.next = self.clock.val();
-            self.d_ram[k].write_clock.next = self.clock.val();
             self.fwd_hit[k].clock.next = self.clock.val();
             self.fwd_data[k].clock.next = self.clock.val();
         }
         dff_setup!(
-            self, clock, rd_bank_q, state, g, row_addr, row_lane, last_g, last_lane, first_row,
-            last_row, n0p_q, ex_op, ex_g, ex_first, ex_bend, c, t0, t_top, t_s, t_s1, m, n_prev,
-            borrow, use_diff
+            self, clock, rd_res_q, state, g, row_addr, row_lane, last_g, last_lane, first_row,
+            last_row, n0p_q, a_base, b_base, b_one_q, lane_sel_q, ex_op, ex_g, ex_first, ex_bend,
+            ex_fetch, ex_pre, b_q, c, t0, t_top, t_s, t_s1, m, n_prev, borrow, use_diff
         );
 
         // ------------------------------------------------------------ host ports
@@ -275,58 +413,69 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
             (self.state.q.val() != MmState::Idle) && (self.state.q.val() != MmState::Done);
         self.done.next = self.state.q.val() == MmState::Done;
         self.wr_bank.next = self.wr_addr.val() & self.lane_mask.val();
-        self.wr_row.next = self.wr_addr.val() >> self.lane_bits.val();
+        self.wr_row.next = (self.wr_addr.val() >> self.lane_bits.val()) & self.row_mask.val();
+        self.wr_op_addr.next = (bit_cast::<16, 3>(self.wr_region.val()) << self.aw_bits.val())
+            | self.wr_row.val();
         self.rd_bank.next = self.rd_addr.val() & self.lane_mask.val();
-        self.rd_row.next = self.rd_addr.val() >> self.lane_bits.val();
-        self.rd_bank_q.d.next = self.rd_bank.val();
+        self.rd_row.next = (self.rd_addr.val() >> self.lane_bits.val()) & self.row_mask.val();
+        self.rd_op_addr.next = (bit_cast::<16, 3>(self.rd_region.val()) << self.aw_bits.val())
+            | self.rd_row.val();
+        self.rd_res_q.d.next = self.rd_region.val() == 1;
         for k in 0..L {
-            self.a_ram[k].write_address.next = bit_cast::<{ AW }, 16>(self.wr_row.val());
-            self.b_ram[k].write_address.next = bit_cast::<{ AW }, 16>(self.wr_row.val());
-            self.n_ram[k].write_address.next = bit_cast::<{ AW }, 16>(self.wr_row.val());
-            self.a_ram[k].write_data.next = self.wr_data.val();
-            self.b_ram[k].write_data.next = self.wr_data.val();
-            self.n_ram[k].write_data.next = self.wr_data.val();
-            self.a_ram[k].write_enable.next =
-                self.wr_a.val() && !self.busy.val() && (self.wr_bank.val().index() == k);
-            self.b_ram[k].write_enable.next =
-                self.wr_b.val() && !self.busy.val() && (self.wr_bank.val().index() == k);
-            self.n_ram[k].write_enable.next =
-                self.wr_n.val() && !self.busy.val() && (self.wr_bank.val().index() == k);
-            self.d_ram[k].read_address.next = bit_cast::<{ AW }, 16>(self.rd_row.val());
             // t read data with same-cycle write forwarding (the RAM returns the old word)
             self.t_ram_eff[k].next = self.t_ram[k].read_data.val();
             if self.fwd_hit[k].q.val() {
                 self.t_ram_eff[k].next = self.fwd_data[k].q.val();
             }
         }
-        self.rd_data.next = 0.into();
+        // one lane's read data (the lane chosen last cycle): the result port and b_i fetches
+        self.op_lane_w.next = 0.into();
+        self.t_lane_w.next = 0.into();
         for k in 0..L {
-            if self.rd_bank_q.q.val().index() == k {
-                if self.use_diff.q.val() {
-                    self.rd_data.next = self.d_ram[k].read_data.val();
-                } else {
-                    self.rd_data.next = self.t_ram_eff[k].val();
-                }
+            if self.lane_sel_q.q.val().index() == k {
+                self.op_lane_w.next = self.op_ram[k].read_data.val();
+                self.t_lane_w.next = self.t_ram_eff[k].val();
             }
+        }
+        self.rd_data.next = self.op_lane_w.val();
+        if self.rd_res_q.q.val() && !self.use_diff.q.val() {
+            self.rd_data.next = self.t_lane_w.val();
         }
 
         // ------------------------------------------------------------ issue stage
+        self.g16.next = bit_cast::<16, AW>(self.g.q.val());
+        self.nxt_lane.next = self.row_lane.q.val() + 1;
+        self.nxt_addr.next = self.row_addr.q.val();
+        if self.row_lane.q.val() == self.lane_mask.val() {
+            self.nxt_lane.next = 0.into();
+            self.nxt_addr.next = self.row_addr.q.val() + 1;
+        }
+        self.op_ra.next = self.rd_op_addr.val();
+        self.lane_sel_q.d.next = self.rd_bank.val();
         for k in 0..L {
-            self.a_ram[k].read_address.next = self.g.q.val();
-            self.n_ram[k].read_address.next = self.g.q.val();
-            self.b_ram[k].read_address.next = self.row_addr.q.val();
             self.t_ram[k].read_address.next = bit_cast::<{ AW }, 16>(self.rd_row.val());
         }
         self.ex_op.d.next = MmOp::Nop;
         self.ex_g.d.next = self.g.q.val();
         self.ex_first.d.next = self.first_row.q.val();
         self.ex_bend.d.next = false;
+        self.ex_fetch.d.next = false;
+        self.ex_pre.d.next = false;
         match self.state.q.val() {
             MmState::Idle => {}
             MmState::Done => {
                 self.state.d.next = MmState::Idle;
             }
+            MmState::Pre => {
+                // fetch b[0] (row 0, lane 0)
+                self.op_ra.next = self.b_base.q.val();
+                self.lane_sel_q.d.next = 0.into();
+                self.ex_fetch.d.next = true;
+                self.ex_pre.d.next = true;
+                self.state.d.next = MmState::A;
+            }
             MmState::A => {
+                self.op_ra.next = self.a_base.q.val() | self.g16.val();
                 for k in 0..L {
                     self.t_ram[k].read_address.next = self.g.q.val();
                 }
@@ -340,19 +489,21 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
                 }
             }
             MmState::M => {
+                // fetch the next row's b_i (its lane's read data is latched by the execute stage)
+                self.op_ra.next = self.b_base.q.val() | bit_cast::<16, AW>(self.nxt_addr.val());
+                self.lane_sel_q.d.next = self.nxt_lane.val();
+                self.ex_fetch.d.next = true;
                 self.ex_op.d.next = MmOp::M;
                 self.last_row.d.next = (self.row_addr.q.val() == self.last_g.q.val())
                     && (self.row_lane.q.val() == self.last_lane.q.val());
-                if self.row_lane.q.val() == self.lane_mask.val() {
-                    self.row_lane.d.next = 0.into();
-                    self.row_addr.d.next = self.row_addr.q.val() + 1;
-                } else {
-                    self.row_lane.d.next = self.row_lane.q.val() + 1;
-                }
+                self.row_lane.d.next = self.nxt_lane.val();
+                self.row_addr.d.next = self.nxt_addr.val();
                 self.first_row.d.next = false;
                 self.state.d.next = MmState::B;
             }
             MmState::B => {
+                // n is region 0
+                self.op_ra.next = self.g16.val();
                 for k in 0..L {
                     self.t_ram[k].read_address.next = self.g.q.val();
                 }
@@ -379,15 +530,22 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
                 self.state.d.next = MmState::Idle;
             }
         }
-        // `start` while idle: latch the word count and n0', clear the counters and top words
+        for k in 0..L {
+            self.op_ram[k].read_address.next = self.op_ra.val();
+        }
+        // `start` while idle: latch the word count, n0' and the operand regions, clear the
+        // counters and top words
         self.wm1.next = self.words.val() - 1;
         if ((self.state.q.val() == MmState::Idle) || (self.state.q.val() == MmState::Done))
             && self.start.val()
         {
-            self.state.d.next = MmState::A;
+            self.state.d.next = MmState::Pre;
             self.last_g.d.next = bit_cast::<{ AW }, 16>(self.wm1.val() >> self.lane_bits.val());
             self.last_lane.d.next = self.wm1.val() & self.lane_mask.val();
             self.n0p_q.d.next = self.n0p.val();
+            self.a_base.d.next = bit_cast::<16, 3>(self.a_sel.val()) << self.aw_bits.val();
+            self.b_base.d.next = bit_cast::<16, 3>(self.b_sel.val()) << self.aw_bits.val();
+            self.b_one_q.d.next = self.b_one.val();
             self.g.d.next = 0.into();
             self.row_addr.d.next = 0.into();
             self.row_lane.d.next = 0.into();
@@ -398,11 +556,14 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         }
 
         // ------------------------------------------------------------ execute stage
-        // b_i for the current row
-        self.b_i.next = 0.into();
-        for k in 0..L {
-            if self.row_lane.q.val().index() == k {
-                self.b_i.next = self.b_ram[k].read_data.val();
+        // b_i for the next row: the fetched lane's word, or the constant 1 (row 0) / 0
+        if self.ex_fetch.q.val() {
+            self.b_q.d.next = self.op_lane_w.val();
+            if self.b_one_q.q.val() {
+                self.b_q.d.next = 0.into();
+                if self.ex_pre.q.val() {
+                    self.b_q.d.next = 1.into();
+                }
             }
         }
         // row tail: t[s'-1] = lo(t[s'] + c), t[s'] = t[s'+1] + hi(..)
@@ -410,25 +571,23 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         self.y_lo.next = self.y.val().get_bits::<16>(0);
         self.y_hi.next = self.y.val().get_bits::<16>(16);
         self.ts_new.next = self.t_s1.q.val() + self.y_hi.val();
-        // per lane: masked operands, multiplier inputs, t addend
+        // per lane: masked operand word (a in A steps, n in B steps), multiplier inputs, t addend
         for k in 0..L {
             self.valid[k].next =
                 (self.ex_g.q.val() != self.last_g.q.val()) || (self.last_lane.q.val().index() >= k);
-            self.a_m[k].next = 0.into();
-            self.n_m[k].next = 0.into();
+            self.opw[k].next = 0.into();
             if self.valid[k].val() {
-                self.a_m[k].next = self.a_ram[k].read_data.val();
-                self.n_m[k].next = self.n_ram[k].read_data.val();
+                self.opw[k].next = self.op_ram[k].read_data.val();
             }
-            self.lane[k].x.next = self.a_m[k].val();
-            self.lane[k].y.next = self.b_i.val();
+            self.lane[k].x.next = self.opw[k].val();
+            self.lane[k].y.next = self.b_q.q.val();
             self.lane[k].t.next = 0.into();
             if (self.ex_op.q.val() == MmOp::A) && !self.ex_first.q.val() {
                 self.lane[k].t.next = self.t_ram_eff[k].val();
             }
             if self.ex_op.q.val() == MmOp::B {
                 self.lane[k].x.next = self.m.q.val();
-                self.lane[k].y.next = self.n_m[k].val();
+                self.lane[k].y.next = self.opw[k].val();
                 self.lane[k].t.next = self.t_ram_eff[k].val();
             }
         }
@@ -471,7 +630,7 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         self.lane[0].sub_n.next = self.n_prev.q.val();
         self.lane[0].bin.next = self.borrow.q.val();
         for k in 1..L {
-            self.lane[k].sub_n.next = self.n_m[k - 1].val();
+            self.lane[k].sub_n.next = self.opw[k - 1].val();
             self.lane[k].bin.next = self.lane[k - 1].bout.val();
             if (k == 1) && (self.ex_g.q.val() == 0) {
                 // B's first word (t[0] + m·n[0] ≡ 0) is dropped: no difference word, no borrow
@@ -485,14 +644,19 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         self.dsub_end.next = bit_cast::<32, 16>(self.y_lo.val())
             - bit_cast::<32, 16>(self.n_prev.q.val())
             - self.borrow_w.val();
-        // RAM write ports
+        // RAM write ports: t, and d (region 1 of the operand RAM, whose write port is free
+        // during a run)
+        self.ex_gm1.next = self.ex_g.q.val() - 1;
+        self.wa_g.next = self.d_base.val() | bit_cast::<16, AW>(self.ex_g.q.val());
+        self.wa_gm1.next = self.d_base.val() | bit_cast::<16, AW>(self.ex_gm1.val());
+        self.wa_last.next = self.d_base.val() | bit_cast::<16, AW>(self.last_g.q.val());
         for k in 0..L {
             self.t_ram[k].write_enable.next = false;
             self.t_ram[k].write_address.next = self.ex_g.q.val();
             self.t_ram[k].write_data.next = self.lane[k].lo.val();
-            self.d_ram[k].write_enable.next = false;
-            self.d_ram[k].write_address.next = self.ex_g.q.val();
-            self.d_ram[k].write_data.next = self.lane[k].d.val();
+            self.op_ram[k].write_enable.next = false;
+            self.op_ram[k].write_address.next = self.wa_g.val();
+            self.op_ram[k].write_data.next = self.lane[k].d.val();
         }
         match self.ex_op.q.val() {
             MmOp::A => {
@@ -501,9 +665,9 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
                     self.t_top.d.next = self.y_lo.val();
                     self.t_s.d.next = self.ts_new.val();
                     for k in (L - 1)..L {
-                        self.d_ram[k].write_enable.next = true;
-                        self.d_ram[k].write_address.next = self.last_g.q.val();
-                        self.d_ram[k].write_data.next = self.dsub_end.val().get_bits::<16>(0);
+                        self.op_ram[k].write_enable.next = true;
+                        self.op_ram[k].write_address.next = self.wa_last.val();
+                        self.op_ram[k].write_data.next = self.dsub_end.val().get_bits::<16>(0);
                     }
                     self.borrow.d.next = self.dsub_end.val().get_bit(16);
                 }
@@ -531,23 +695,23 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
                 for k in 1..L {
                     self.t_ram[k - 1].write_enable.next = true;
                     self.t_ram[k - 1].write_data.next = self.lane[k].lo.val();
-                    self.d_ram[k - 1].write_enable.next = true;
-                    self.d_ram[k - 1].write_data.next = self.lane[k].d.val();
+                    self.op_ram[k - 1].write_enable.next = true;
+                    self.op_ram[k - 1].write_data.next = self.lane[k].d.val();
                 }
                 for k in (L - 1)..L {
                     self.c.d.next = self.lane[k].hi.val();
-                    self.n_prev.d.next = self.n_m[k].val();
+                    self.n_prev.d.next = self.opw[k].val();
                     self.borrow.d.next = self.lane[k].bout.val();
                     if (k == 0) && (self.ex_g.q.val() == 0) {
                         self.borrow.d.next = false;
                     }
                     if self.ex_g.q.val() != 0 {
                         self.t_ram[k].write_enable.next = true;
-                        self.t_ram[k].write_address.next = self.ex_g.q.val() - 1;
+                        self.t_ram[k].write_address.next = self.ex_gm1.val();
                         self.t_ram[k].write_data.next = self.lane[0].lo.val();
-                        self.d_ram[k].write_enable.next = true;
-                        self.d_ram[k].write_address.next = self.ex_g.q.val() - 1;
-                        self.d_ram[k].write_data.next = self.lane[0].d.val();
+                        self.op_ram[k].write_enable.next = true;
+                        self.op_ram[k].write_address.next = self.wa_gm1.val();
+                        self.op_ram[k].write_data.next = self.lane[0].d.val();
                     }
                 }
             }
@@ -558,14 +722,23 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
                     self.t_ram[k].write_enable.next = true;
                     self.t_ram[k].write_address.next = self.last_g.q.val();
                     self.t_ram[k].write_data.next = self.y_lo.val();
-                    self.d_ram[k].write_enable.next = true;
-                    self.d_ram[k].write_address.next = self.last_g.q.val();
-                    self.d_ram[k].write_data.next = self.dsub_end.val().get_bits::<16>(0);
+                    self.op_ram[k].write_enable.next = true;
+                    self.op_ram[k].write_address.next = self.wa_last.val();
+                    self.op_ram[k].write_data.next = self.dsub_end.val().get_bits::<16>(0);
                 }
                 self.borrow.d.next = self.dsub_end.val().get_bit(16);
                 self.use_diff.d.next = (self.ts_new.val() != 0) || !self.dsub_end.val().get_bit(16);
             }
             _ => {}
+        }
+        // host writes (only while not busy, when the execute stage writes nothing)
+        if !self.busy.val() {
+            for k in 0..L {
+                self.op_ram[k].write_enable.next =
+                    self.wr_en.val() && (self.wr_bank.val().index() == k);
+                self.op_ram[k].write_address.next = self.wr_op_addr.val();
+                self.op_ram[k].write_data.next = self.wr_data.val();
+            }
         }
         // write forwarding for the next cycle's t reads
         for k in 0..L {
@@ -585,12 +758,47 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use crate::test_tools::{on_path, scratch_dir, verilator_lint, icarus_run, ice40_cells};
 
+    /// Where a case's operands live and how the product takes them.
+    #[derive(Copy, Clone, Debug, PartialEq)]
+    enum How {
+        /// a in region 2, b in region 3.
+        Plain,
+        /// a in region 6, b in region 5.
+        High,
+        /// a = b, one copy in region 4, read as both operands.
+        Square,
+        /// a in region 5, `b_one` (b = 1; nothing written).
+        One,
+    }
+
+    impl How {
+        /// (a region, b region, b_one)
+        fn regions(self) -> (u64, u64, bool) {
+            match self {
+                How::Plain => (2, 3, false),
+                How::High => (6, 5, false),
+                How::Square => (4, 4, false),
+                How::One => (5, 0, true),
+            }
+        }
+        /// The operand writes: (region, words).
+        fn loads<'a>(self, c: &'a Case) -> Vec<(u64, &'a Vec<u16>)> {
+            let (ra, rb, one) = self.regions();
+            let mut v = vec![(REGION_N, &c.n), (ra, &c.a)];
+            if !one && rb != ra {
+                v.push((rb, &c.b));
+            }
+            v
+        }
+    }
+
     /// One Montgomery product to run through the block.
     #[derive(Clone, Debug)]
     struct Case {
         a: Vec<u16>,
         b: Vec<u16>,
         n: Vec<u16>,
+        how: How,
     }
 
     /// What the block returned for one case: the result words and the start→done latency.
@@ -620,28 +828,34 @@ mod tests {
             wait_clock_true!(sim, clock, x);
             for case in &tb_cases {
                 let s = case.n.len();
-                for (sel, words) in [(0, &case.a), (1, &case.b), (2, &case.n)] {
+                for (region, words) in case.how.loads(case) {
                     for (k, w) in words.iter().enumerate() {
                         x.wr_addr.next = (k as u64).into();
                         x.wr_data.next = (*w as u64).into();
-                        x.wr_a.next = sel == 0;
-                        x.wr_b.next = sel == 1;
-                        x.wr_n.next = sel == 2;
+                        x.wr_region.next = region.into();
+                        x.wr_en.next = true;
                         wait_clock_cycle!(sim, clock, x);
                     }
                 }
-                x.wr_a.next = false;
-                x.wr_b.next = false;
-                x.wr_n.next = false;
+                x.wr_en.next = false;
+                let (ra, rb, one) = case.how.regions();
                 x.words.next = (s as u64).into();
                 x.n0p.next = (model::n0_prime(case.n[0]) as u64).into();
+                x.a_sel.next = ra.into();
+                x.b_sel.next = rb.into();
+                x.b_one.next = one;
                 x.start.next = true;
                 wait_clock_cycle!(sim, clock, x);
                 let t_start = sim.time();
                 x.start.next = false;
+                // sampled at start: may change during the run
+                x.a_sel.next = 7.into();
+                x.b_sel.next = 7.into();
+                x.b_one.next = !one;
                 x = sim.watch(|x| x.done.val(), x)?;
                 let cycles = (sim.time() - t_start) / PERIOD;
                 let mut out = vec![];
+                x.rd_region.next = REGION_RESULT.into();
                 for k in 0..s {
                     x.rd_addr.next = (k as u64).into();
                     wait_clock_cycle!(sim, clock, x);
@@ -681,28 +895,50 @@ mod tests {
         }
     }
 
-    fn case(a: &BigUint, b: &BigUint, n: &BigUint, s: usize) -> Case {
+    /// A case; `how` is adjusted to the operands: a = b runs as a square, b = 1 with `b_one`
+    /// when `alt` is set (else in regions 2 / 3 or 6 / 5).
+    fn case_how(a: &BigUint, b: &BigUint, n: &BigUint, s: usize, alt: bool) -> Case {
+        let how = if a == b {
+            How::Square
+        } else if alt && b.is_one() {
+            How::One
+        } else if alt {
+            How::High
+        } else {
+            How::Plain
+        };
         Case {
             a: model::to_words(a, s),
             b: model::to_words(b, s),
             n: model::to_words(n, s),
+            how,
         }
     }
 
-    /// `random` cases of a random odd modulus of exactly s words and random a, b < n; then the
-    /// edge operands 0, 1, n − 1 (a = b = n − 1 included) against three moduli: all ones
-    /// (2^(16s) − 1), top word 0x8000 (just above 2^(16s−1)) and random (any top word).
+    fn case(a: &BigUint, b: &BigUint, n: &BigUint, s: usize) -> Case {
+        case_how(a, b, n, s, false)
+    }
+
+    /// `random` cases of a random odd modulus of exactly s words and random a, b < n (in turn:
+    /// plain, high regions, a square, b = 1); then the edge operands 0, 1, n − 1 (a = b = n − 1
+    /// included) against three moduli: all ones (2^(16s) − 1), top word 0x8000 (just above
+    /// 2^(16s−1)) and random (any top word).
     fn cases_for(s: usize, random: usize, seed: u64) -> Vec<Case> {
         let mut rng = Rng((seed ^ (s as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1);
         let one = BigUint::one();
         let mut out = vec![];
-        for _ in 0..random {
+        for i in 0..random {
             let mut nw = rng.words(s);
             nw[0] |= 1;
             nw[s - 1] |= 0x8000 >> (rng.next() % 16);
             let n = model::from_words(&nw);
             let (a, b) = (rng.below(&n, s), rng.below(&n, s));
-            out.push(case(&a, &b, &n, s));
+            out.push(match i % 4 {
+                0 => case(&a, &b, &n, s),
+                1 => case_how(&a, &b, &n, s, true),
+                2 => case(&a, &a, &n, s),
+                _ => case_how(&a, &one, &n, s, true),
+            });
         }
         let all_ones = (&one << (16 * s)) - &one;
         let mut nw = rng.words(s);
@@ -716,7 +952,7 @@ mod tests {
             let nm1 = &n - &one;
             let r = rng.below(&n, s);
             let zero = BigUint::default();
-            for (a, b) in [
+            for (i, (a, b)) in [
                 (&zero, &r),
                 (&r, &zero),
                 (&one, &r),
@@ -725,8 +961,12 @@ mod tests {
                 (&nm1, &r),
                 (&r, &nm1),
                 (&nm1, &nm1),
-            ] {
-                out.push(case(a, b, &n, s));
+                (&nm1, &one),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                out.push(case_how(a, b, &n, s, i % 2 == 1));
             }
         }
         out
@@ -751,6 +991,15 @@ mod tests {
                 MontMul::<AW, L>::cycles(s),
                 "latency, s = {s}"
             );
+        }
+    }
+
+    /// The case mix covers every operand arrangement.
+    #[test]
+    fn case_mix_covers_every_arrangement() {
+        let cases = cases_for(3, 4, 1);
+        for how in [How::Plain, How::High, How::Square, How::One] {
+            assert!(cases.iter().any(|c| c.how == how), "no {how:?} case");
         }
     }
 
@@ -780,7 +1029,7 @@ mod tests {
     fn multi_lane_cases(seed: u64) -> Vec<Case> {
         let mut cases = vec![];
         for s in [17, 16, 9, 8, 7, 5, 4, 3, 2, 1] {
-            cases.extend(cases_for(s, 3, seed));
+            cases.extend(cases_for(s, 4, seed));
         }
         cases
     }
@@ -803,14 +1052,15 @@ mod tests {
     /// s = MAX_WORDS: every address bit and counter wrap in use.
     #[test]
     fn full_capacity() {
-        check::<4, 1>(&cases_for(16, 2, 5));
-        check::<2, 4>(&cases_for(16, 2, 6));
+        check::<4, 1>(&cases_for(16, 4, 5));
+        check::<2, 4>(&cases_for(16, 4, 6));
     }
 
     /// Host protocol: writes while busy are ignored, `busy`/`done` behave as documented, a
     /// word address presented in the `done` cycle reads the result even with `start` raised in
     /// that same cycle, and that `start` begins the next product at once (same operands, so
-    /// the same result and latency).
+    /// the same result and latency). Afterwards the operand regions read back unchanged (a run
+    /// writes only the result).
     fn protocol<const AW: usize, const L: usize>(c: Case) {
         let results: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(vec![]));
         let mut uut = MontMul::<AW, L>::default();
@@ -827,40 +1077,42 @@ mod tests {
             let mut x = sim.init()?;
             wait_clock_true!(sim, clock, x);
             sim_assert!(sim, !x.busy.val() && !x.done.val(), x);
-            for (sel, words) in [(0, &c.a), (1, &c.b), (2, &c.n)] {
+            for (region, words) in [(0, &c.n), (2, &c.a), (3, &c.b)] {
                 for (k, w) in words.iter().enumerate() {
                     x.wr_addr.next = (k as u64).into();
                     x.wr_data.next = (*w as u64).into();
-                    x.wr_a.next = sel == 0;
-                    x.wr_b.next = sel == 1;
-                    x.wr_n.next = sel == 2;
+                    x.wr_region.next = (region as u64).into();
+                    x.wr_en.next = true;
                     wait_clock_cycle!(sim, clock, x);
                 }
             }
             x.words.next = (s as u64).into();
             x.n0p.next = (model::n0_prime(c.n[0]) as u64).into();
+            x.a_sel.next = 2.into();
+            x.b_sel.next = 3.into();
+            x.b_one.next = false;
             x.start.next = true;
             wait_clock_cycle!(sim, clock, x);
             x.start.next = false;
-            // run 1: every operand word hammered with garbage while busy
-            x.wr_a.next = true;
-            x.wr_b.next = true;
-            x.wr_n.next = true;
+            // run 1: every region hammered with garbage while busy
+            x.wr_en.next = true;
             let mut cycles = 0u64;
             while !x.done.val() {
                 sim_assert!(sim, x.busy.val(), x);
                 x.wr_addr.next = (cycles % s as u64).into();
                 x.wr_data.next = (0x5a5a ^ cycles).into();
+                x.wr_region.next = (cycles % 7).into();
+                x.rd_addr.next = ((cycles + 1) % s as u64).into();
+                x.rd_region.next = (cycles % 7).into();
                 wait_clock_cycle!(sim, clock, x);
                 cycles += 1;
             }
             sim_assert!(sim, !x.busy.val(), x);
-            x.wr_a.next = false;
-            x.wr_b.next = false;
-            x.wr_n.next = false;
+            x.wr_en.next = false;
             tb_results.lock().unwrap().push(cycles);
             // the done cycle: read word 0 and start run 2 together
             x.rd_addr.next = 0.into();
+            x.rd_region.next = REGION_RESULT.into();
             x.start.next = true;
             wait_clock_cycle!(sim, clock, x);
             x.start.next = false;
@@ -877,13 +1129,16 @@ mod tests {
             wait_clock_cycle!(sim, clock, x);
             sim_assert!(sim, !x.busy.val() && !x.done.val(), x);
             tb_results.lock().unwrap().push(cycles);
-            for k in 0..s {
-                x.rd_addr.next = (k as u64).into();
-                wait_clock_cycle!(sim, clock, x);
-                tb_results
-                    .lock()
-                    .unwrap()
-                    .push(x.rd_data.val().to_u16() as u64);
+            for region in [1, 0, 2, 3] {
+                x.rd_region.next = (region as u64).into();
+                for k in 0..s {
+                    x.rd_addr.next = (k as u64).into();
+                    wait_clock_cycle!(sim, clock, x);
+                    tb_results
+                        .lock()
+                        .unwrap()
+                        .push(x.rd_data.val().to_u16() as u64);
+                }
             }
             sim.done(x)
         });
@@ -893,12 +1148,17 @@ mod tests {
         let s = c.n.len();
         let want = model::mont_mul(&c.a, &c.b, &c.n, model::n0_prime(c.n[0]));
         let latency = MontMul::<AW, L>::cycles(s) as u64;
-        assert_eq!(r.len(), 3 + s, "testbench stopped early: {r:?}");
+        assert_eq!(r.len(), 3 + 4 * s, "testbench stopped early: {r:?}");
         assert_eq!(r[0], latency, "run 1 latency");
         assert_eq!(r[1], want[0] as u64, "word 0 read in the done cycle");
         assert_eq!(r[2], latency, "run 2 latency (started in the done cycle)");
-        let got: Vec<u16> = r[3..].iter().map(|&w| w as u16).collect();
-        assert_eq!(got, want, "run 2 result");
+        let words = |i: usize| -> Vec<u16> {
+            r[3 + i * s..3 + (i + 1) * s].iter().map(|&w| w as u16).collect()
+        };
+        assert_eq!(words(0), want, "run 2 result");
+        assert_eq!(words(1), c.n, "n survives");
+        assert_eq!(words(2), c.a, "a survives");
+        assert_eq!(words(3), c.b, "b survives");
     }
 
     #[test]
@@ -911,7 +1171,7 @@ mod tests {
     }
 
     /// Full 3072-bit products (s = 192): result and the cycle formula at the real size, with
-    /// one multiplier (73 922 cycles) and with four (18 626 cycles).
+    /// one multiplier (73 923 cycles) and with four (18 627 cycles).
     #[test]
     fn words_192() {
         let s = 192;
@@ -925,8 +1185,52 @@ mod tests {
         let c = [case(&a, &nm1, &n, s)];
         check::<8, 1>(&c);
         check::<6, 4>(&c);
-        assert_eq!(MontMul::<8, 1>::cycles(192), 73_922);
-        assert_eq!(MontMul::<6, 4>::cycles(192), 18_626);
+        assert_eq!(MontMul::<8, 1>::cycles(192), 73_923);
+        assert_eq!(MontMul::<6, 4>::cycles(192), 18_627);
+        assert_eq!(MontMul::<5, 8>::cycles(192), 9_411);
+    }
+
+    /// The depth-parametric RAM: registered read, old data on a same-cycle write, addresses
+    /// reduced to the RAM's address bits.
+    #[test]
+    fn word_ram_behaviour() {
+        let mut ram = WordRam::new(112);
+        ram.connect_all();
+        let mut sim = Simulation::new();
+        sim.add_clock(HALF_PERIOD, |x: &mut Box<WordRam>| x.clock.next = !x.clock.val());
+        let log: Arc<Mutex<Vec<u16>>> = Arc::new(Mutex::new(vec![]));
+        let tb_log = log.clone();
+        sim.add_testbench(move |mut sim: Sim<WordRam>| {
+            let mut x = sim.init()?;
+            wait_clock_true!(sim, clock, x);
+            for a in 0..112u64 {
+                x.write_address.next = a.into();
+                x.write_data.next = (a * 7 + 1).into();
+                x.write_enable.next = true;
+                wait_clock_cycle!(sim, clock, x);
+            }
+            // read 5 while writing it: old word, then the new one
+            x.write_address.next = 5.into();
+            x.write_data.next = 0xbeef.into();
+            x.read_address.next = 5.into();
+            wait_clock_cycle!(sim, clock, x);
+            x.write_enable.next = false;
+            tb_log.lock().unwrap().push(x.read_data.val().to_u16());
+            wait_clock_cycle!(sim, clock, x);
+            tb_log.lock().unwrap().push(x.read_data.val().to_u16());
+            // address bits above the 7 used are ignored: 128 + 100 reads word 100
+            x.read_address.next = 228.into();
+            wait_clock_cycle!(sim, clock, x);
+            tb_log.lock().unwrap().push(x.read_data.val().to_u16());
+            sim.done(x)
+        });
+        sim.run(Box::new(ram), 300 * PERIOD).unwrap();
+        assert_eq!(*log.lock().unwrap(), vec![36, 0xbeef, 701]);
+        let mut ram = WordRam::new(112);
+        ram.connect_all();
+        let v = generate_verilog(&ram);
+        assert!(v.contains("reg[15:0] mem[111:0];"), "{v}");
+        assert!(v.contains("mem[read_address[6:0]]"), "{v}");
     }
 
     fn verilog_of<const AW: usize, const L: usize>() -> String {
@@ -935,20 +1239,19 @@ mod tests {
         generate_verilog(&uut)
     }
 
-    /// Generated Verilog: non-empty, has the module, one multiplier per lane, five RAM banks
-    /// per lane; linted with verilator when it is installed.
+    /// Generated Verilog: non-empty, has the module, one multiplier per lane, two RAMs per
+    /// lane (operand regions and accumulator); linted with verilator when it is installed.
     fn check_verilog<const AW: usize, const L: usize>(vlog: &str) {
         assert!(!vlog.is_empty());
         assert!(vlog.contains("module top("), "no top module");
         assert!(vlog.contains("endmodule // top"));
         assert_eq!(vlog.matches(" * ").count(), L, "one multiplier per lane");
         assert_eq!(vlog.matches("prod = x * y;").count(), L);
-        let ram = format!("reg[15:0] mem[{}:0];", (1 << AW) - 1);
-        assert_eq!(
-            vlog.matches(&ram).count(),
-            5 * L,
-            "five word banks per lane"
-        );
+        let op = format!("reg[15:0] mem[{}:0];", (REGIONS << AW) - 1);
+        let t = format!("reg[15:0] mem[{}:0];", (1 << AW) - 1);
+        assert_eq!(vlog.matches(&op).count(), L, "one operand RAM per lane");
+        assert_eq!(vlog.matches(&t).count(), L, "one accumulator RAM per lane");
+        assert_eq!(vlog.matches("reg[15:0] mem[").count(), 2 * L, "two RAMs per lane");
         verilator_lint("montmul", vlog);
     }
 
@@ -980,17 +1283,20 @@ mod tests {
         let mut tb = String::from(
             "`timescale 1ns/1ps\nmodule tb;\nreg clock = 0;\nalways #5 clock = ~clock;\n\
              reg [15:0] wr_addr = 0, wr_data = 0, rd_addr = 0, words = 0, n0p = 0;\n\
-             reg wr_a = 0, wr_b = 0, wr_n = 0, start = 0;\nwire [15:0] rd_data;\nwire busy, done;\n\
+             reg [2:0] wr_region = 0, rd_region = 1, a_sel = 0, b_sel = 0;\n\
+             reg wr_en = 0, b_one = 0, start = 0;\nwire [15:0] rd_data;\nwire busy, done;\n\
              integer k, cyc;\n\
-             top uut(.clock(clock), .wr_addr(wr_addr), .wr_data(wr_data), .wr_a(wr_a), .wr_b(wr_b),\n\
-             .wr_n(wr_n), .rd_addr(rd_addr), .rd_data(rd_data), .words(words), .n0p(n0p),\n\
+             top uut(.clock(clock), .wr_addr(wr_addr), .wr_data(wr_data), .wr_region(wr_region),\n\
+             .wr_en(wr_en), .rd_addr(rd_addr), .rd_region(rd_region), .rd_data(rd_data),\n\
+             .words(words), .n0p(n0p), .a_sel(a_sel), .b_sel(b_sel), .b_one(b_one),\n\
              .start(start), .busy(busy), .done(done));\n\
-             task load(input integer sel, input [15:0] addr, input [15:0] data); begin\n\
-             @(negedge clock); wr_addr = addr; wr_data = data;\n\
-             wr_a = (sel == 0); wr_b = (sel == 1); wr_n = (sel == 2);\n\
-             @(negedge clock); wr_a = 0; wr_b = 0; wr_n = 0; end endtask\n\
-             task run(input [15:0] s, input [15:0] n0); begin\n\
-             @(negedge clock); words = s; n0p = n0; start = 1;\n\
+             task load(input [2:0] region, input [15:0] addr, input [15:0] data); begin\n\
+             @(negedge clock); wr_addr = addr; wr_data = data; wr_region = region; wr_en = 1;\n\
+             @(negedge clock); wr_en = 0; end endtask\n\
+             task run(input [15:0] s, input [15:0] n0, input [2:0] ra, input [2:0] rb,\n\
+             input one); begin\n\
+             @(negedge clock); words = s; n0p = n0; a_sel = ra; b_sel = rb; b_one = one;\n\
+             start = 1;\n\
              @(posedge clock); #1 start = 0; cyc = 0;\n\
              while (!done) begin @(posedge clock); #1 cyc = cyc + 1; end\n\
              $display(\"C %0d\", cyc);\n\
@@ -999,12 +1305,18 @@ mod tests {
              end endtask\ninitial begin\n",
         );
         for c in cases {
-            for (sel, words) in [(0, &c.a), (1, &c.b), (2, &c.n)] {
+            for (region, words) in c.how.loads(c) {
                 for (k, w) in words.iter().enumerate() {
-                    tb += &format!("load({sel}, {k}, 16'h{w:04x});\n");
+                    tb += &format!("load({region}, {k}, 16'h{w:04x});\n");
                 }
             }
-            tb += &format!("run({}, 16'h{:04x});\n", c.n.len(), model::n0_prime(c.n[0]));
+            let (ra, rb, one) = c.how.regions();
+            tb += &format!(
+                "run({}, 16'h{:04x}, {ra}, {rb}, {});\n",
+                c.n.len(),
+                model::n0_prime(c.n[0]),
+                one as u8
+            );
         }
         tb += "$finish;\nend\nendmodule\n";
         let dir = scratch_dir(&format!("montmul-iverilog-{AW}-{L}-{ice40_netlist}"));
@@ -1028,6 +1340,11 @@ mod tests {
                 netlist.matches("SB_MAC16 ").count(),
                 L,
                 "one DSP per lane:\n{log}"
+            );
+            assert_eq!(
+                netlist.matches("SB_RAM40_4K ").count(),
+                2 * L,
+                "two block RAMs per lane:\n{log}"
             );
             sources = vec![
                 "-DNO_ICE40_DEFAULT_ASSIGNMENTS".into(),
@@ -1067,7 +1384,7 @@ mod tests {
     fn generated_verilog_matches_model_in_iverilog_l1() {
         let mut cases = vec![];
         for (s, seed) in [(7, 14), (3, 13), (2, 12), (1, 11)] {
-            cases.extend(cases_for(s, 3, seed));
+            cases.extend(cases_for(s, 4, seed));
         }
         iverilog_cosim::<4, 1>(&cases, false);
     }
@@ -1085,7 +1402,7 @@ mod tests {
     fn ice40_netlist_matches_model() {
         let mut cases = vec![];
         for (s, seed) in [(7, 17), (3, 16), (2, 15), (1, 14)] {
-            cases.extend(cases_for(s, 2, seed));
+            cases.extend(cases_for(s, 4, seed));
         }
         iverilog_cosim::<4, 1>(&cases, true);
     }

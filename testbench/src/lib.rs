@@ -1,6 +1,8 @@
 //! Shared helpers for the cross-check suites in tests/: scratch directories and a reader for
 //! Crypto++'s test-vector files (`TestVectors/*.txt`), which carry NTT's published ESIGN vectors.
 
+pub mod sim;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,25 +1,32 @@
-//! Verilog generator for the verify engine: `VerifyUnit<AW, L>` as module `kessai_verify_unit`.
+//! Verilog generator: the board's top level `KessaiTop` as module `kessai_top`, and the verify
+//! engine alone (`VerifyUnit<AW, L>`) as module `kessai_verify_unit`.
 //!
 //! ```text
 //! cargo run -p kessai-rtl --bin gen-verilog -- --lanes L --max-bits N --out DIR
+//!     [--clocks-per-bit C] [--clock-hz F] [--list-capacity K] [--key-slots S]
 //! ```
 //!
-//! Writes `DIR/kessai_verify_unit.v` (creating `DIR`). `L` is the multiplier lane count, `N` the
+//! Writes `DIR/kessai_top.v` and `DIR/kessai_verify_unit.v` (creating `DIR`). The top needs one
+//! instantiation per (max bits, lanes, key slots, list capacity); [`TOP_BUILDS`] lists the ones
+//! built in (`max_words = N/16` exactly, so INFO reports N). `C` and `F` are runtime constants (default 104 and 12 MHz: 115200 baud), the
+//! idle timeout is 2^16 bit times. `L` is the multiplier lane count, `N` the
 //! largest modulus in bits (a multiple of 16); the address width is
 //! `AW = max(1, ⌈log2(⌈(N/16)/L⌉)⌉)`, so `MAX_WORDS = L·2^AW ≥ N/16`. The const generics need
 //! one instantiation per `(AW, L)` pair: [`SUPPORTED`] covers N ∈ {1024, 2048, 3072, 4096} for
 //! every L ∈ {1, 2, 4, 8, 16, 32, 64} (and every N in between that maps to the same pairs).
 //! Usage errors (unknown option, unsupported value) exit with code 2.
 //!
-//! The full top (`kessai_top`, UART and frame layer) does not exist yet; this covers the engine.
 
+use kessai_rtl::top::{buffer_aw, KessaiTop, TopConfig};
 use kessai_rtl::verify_unit::VerifyUnit;
 use rust_hdl::prelude::*;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const LANES: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
-const TOP: &str = "kessai_verify_unit";
+
+const VU_TOP: &str = "kessai_verify_unit";
+const BOARD_TOP: &str = "kessai_top";
 
 /// The `(AW, L)` pairs compiled in: those of N = 1024, 2048, 3072 and 4096 bits.
 const SUPPORTED: [(usize, usize); 20] = [
@@ -79,6 +86,78 @@ fn generate(aw: usize, lanes: usize) -> Option<String> {
     })
 }
 
+/// The `kessai_top` builds compiled in: (max bits, lanes, key slots, list capacity). Each one is
+/// a separate monomorphization of the whole design (rust-hdl needs const generics), which costs
+/// compile time and memory, so this is a curated list: the 128-bit simulation build, and
+/// 3072 / 4096 bits at the lane counts and list sizes the board scripts use.
+const TOP_BUILDS: [(usize, usize, usize, usize); 13] = [
+    (128, 1, 4, 16),
+    (128, 2, 4, 16),
+    (3072, 1, 4, 256),
+    (3072, 2, 4, 256),
+    (3072, 4, 4, 256),
+    (3072, 8, 4, 256),
+    (3072, 8, 2, 256),
+    (3072, 16, 4, 256),
+    (4096, 4, 4, 1024),
+    (4096, 8, 4, 1024),
+    (4096, 16, 4, 1024),
+    (4096, 8, 4, 256),
+    (4096, 16, 4, 256),
+];
+
+#[cfg_attr(test, allow(dead_code))]
+fn top_verilog<
+    const VAW: usize,
+    const L: usize,
+    const KAW: usize,
+    const SLOTS: usize,
+    const LAW: usize,
+    const BAW: usize,
+>(
+    cfg: TopConfig,
+) -> String {
+    let mut uut = KessaiTop::<VAW, L, KAW, SLOTS, LAW, BAW>::new(cfg);
+    uut.reset.connect();
+    uut.uart_rx.connect();
+    uut.connect_all();
+    generate_verilog(&uut)
+}
+
+/// `kessai_top` for one of [`TOP_BUILDS`]: `VerifyUnit<address_width(bits, lanes), lanes>`,
+/// `KeyStore<⌈log2(bits/16)⌉, slots>`, `ListMemory<log2 lists>`, request buffers of
+/// `2^(BAW−1) ≥ 8 + bits/4` bytes (the literals are checked by `top_builds_follow_the_formulas`).
+#[cfg(not(test))]
+fn generate_top(max_bits: usize, lanes: usize, slots: usize, lists: usize, cfg: TopConfig) -> Option<String> {
+    Some(match (max_bits, lanes, slots, lists) {
+        (128, 1, 4, 16) => top_verilog::<3, 1, 3, 4, 4, 7>(cfg),
+        (128, 2, 4, 16) => top_verilog::<2, 2, 3, 4, 4, 7>(cfg),
+        (3072, 1, 4, 256) => top_verilog::<8, 1, 8, 4, 8, 11>(cfg),
+        (3072, 2, 4, 256) => top_verilog::<7, 2, 8, 4, 8, 11>(cfg),
+        (3072, 4, 4, 256) => top_verilog::<6, 4, 8, 4, 8, 11>(cfg),
+        (3072, 8, 4, 256) => top_verilog::<5, 8, 8, 4, 8, 11>(cfg),
+        (3072, 8, 2, 256) => top_verilog::<5, 8, 8, 2, 8, 11>(cfg),
+        (3072, 16, 4, 256) => top_verilog::<4, 16, 8, 4, 8, 11>(cfg),
+        (4096, 4, 4, 1024) => top_verilog::<6, 4, 8, 4, 10, 12>(cfg),
+        (4096, 8, 4, 1024) => top_verilog::<5, 8, 8, 4, 10, 12>(cfg),
+        (4096, 16, 4, 1024) => top_verilog::<4, 16, 8, 4, 10, 12>(cfg),
+        (4096, 8, 4, 256) => top_verilog::<5, 8, 8, 4, 8, 12>(cfg),
+        (4096, 16, 4, 256) => top_verilog::<4, 16, 8, 4, 8, 12>(cfg),
+        _ => return None,
+    })
+}
+
+/// Unit tests do not need the instantiations (they cost minutes to compile).
+#[cfg(test)]
+fn generate_top(_: usize, _: usize, _: usize, _: usize, _: TopConfig) -> Option<String> {
+    None
+}
+
+/// The key-store address width for `max_bits`: `⌈log2(max_bits/16)⌉`.
+fn key_aw(max_bits: usize) -> usize {
+    (max_bits / 16).next_power_of_two().trailing_zeros() as usize
+}
+
 /// `max(1, ⌈log2(⌈words/lanes⌉)⌉)`.
 fn address_width(max_bits: usize, lanes: usize) -> usize {
     let per_bank = (max_bits / 16).div_ceil(lanes);
@@ -104,21 +183,42 @@ fn supported_bits(lanes: usize) -> String {
     format!("a multiple of 16 from {lo} to {hi}")
 }
 
-const USAGE: &str = "usage: gen-verilog --lanes L --max-bits N --out DIR
-  --lanes L       multiplier lanes: 1, 2, 4, 8, 16, 32 or 64
-  --max-bits N    largest modulus in bits, a multiple of 16 (1024, 2048, 3072, 4096, …)
-  --out DIR       output directory (created if missing); writes DIR/kessai_verify_unit.v";
+const USAGE: &str = "usage: gen-verilog --lanes L --max-bits N --out DIR [--clocks-per-bit C] [--clock-hz F]
+                   [--list-capacity K] [--key-slots S]
+  --lanes L            multiplier lanes: 1, 2, 4, 8 or 16 (the verify unit alone also 32, 64)
+  --max-bits N         largest modulus in bits: 128 (simulation build), 1024, 2048, 3072, 4096
+                       (the verify unit alone: any multiple of 16 its lane count supports)
+  --out DIR            output directory (created if missing); writes DIR/kessai_top.v and
+                       DIR/kessai_verify_unit.v
+  --clocks-per-bit C   UART bit time in clock cycles, >= 4 (default 104)
+  --clock-hz F         clock frequency INFO reports (default 12000000)
+  --list-capacity K    entries per list (default: 16 at 128 bits, 256 at 3072, 1024 at 4096)
+  --key-slots S        key slots incl. the master slot 0 (default 4)
+kessai_top builds (max bits, lanes, key slots, list capacity): 128/1,2/4/16; 3072/1,2,4,8,16/4/256
+and 3072/8/2/256; 4096/4,8,16/4/1024 and 4096/8,16/4/256";
 
 struct Args {
     lanes: usize,
     max_bits: usize,
     out: PathBuf,
+    clocks_per_bit: u16,
+    clock_hz: u32,
+    list_capacity: Option<usize>,
+    key_slots: usize,
+}
+
+fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+    value.parse().map_err(|_| format!("{key} `{value}` is not a number"))
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut lanes = None;
     let mut max_bits = None;
     let mut out = None;
+    let mut clocks_per_bit: u16 = 104;
+    let mut clock_hz: u32 = 12_000_000;
+    let mut list_capacity: Option<usize> = None;
+    let mut key_slots: usize = 4;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (key, inline) = match arg.split_once('=') {
@@ -129,7 +229,10 @@ fn parse_args() -> Result<Args, String> {
             println!("{USAGE}");
             std::process::exit(0);
         }
-        if !matches!(key.as_str(), "--lanes" | "--max-bits" | "--out") {
+        if !matches!(
+            key.as_str(),
+            "--lanes" | "--max-bits" | "--out" | "--clocks-per-bit" | "--clock-hz" | "--list-capacity" | "--key-slots"
+        ) {
             return Err(format!("unknown argument `{arg}`"));
         }
         let value = match inline {
@@ -138,20 +241,16 @@ fn parse_args() -> Result<Args, String> {
         };
         match key.as_str() {
             "--lanes" => {
-                let l: usize = value.parse().map_err(|_| {
-                    format!("--lanes `{value}` is not a number; supported: 1, 2, 4, 8, 16, 32, 64")
-                })?;
+                let l: usize = number(&key, &value)?;
                 if !LANES.contains(&l) {
                     return Err(format!(
-                        "--lanes {l} is not supported; supported: 1, 2, 4, 8, 16, 32, 64"
+                        "--lanes {l} is not supported; supported: 1, 2, 4, 8, 16 (32, 64 for the verify unit alone)"
                     ));
                 }
                 lanes = Some(l);
             }
             "--max-bits" => {
-                let n: usize = value.parse().map_err(|_| {
-                    format!("--max-bits `{value}` is not a number; expected a multiple of 16 such as 1024, 2048, 3072 or 4096")
-                })?;
+                let n: usize = number(&key, &value)?;
                 if n == 0 || n % 16 != 0 {
                     return Err(format!(
                         "--max-bits {n} is not supported: it must be a positive multiple of 16 (e.g. 1024, 2048, 3072, 4096)"
@@ -159,6 +258,15 @@ fn parse_args() -> Result<Args, String> {
                 }
                 max_bits = Some(n);
             }
+            "--clocks-per-bit" => {
+                clocks_per_bit = number(&key, &value)?;
+                if clocks_per_bit < 4 {
+                    return Err(format!("--clocks-per-bit {clocks_per_bit}: at least 4"));
+                }
+            }
+            "--clock-hz" => clock_hz = number(&key, &value)?,
+            "--list-capacity" => list_capacity = Some(number(&key, &value)?),
+            "--key-slots" => key_slots = number(&key, &value)?,
             _ => out = Some(PathBuf::from(value)),
         }
     }
@@ -166,23 +274,27 @@ fn parse_args() -> Result<Args, String> {
         lanes: lanes.ok_or("missing --lanes")?,
         max_bits: max_bits.ok_or("missing --max-bits")?,
         out: out.ok_or("missing --out")?,
+        clocks_per_bit,
+        clock_hz,
+        list_capacity,
+        key_slots,
     })
 }
 
-/// Renames the top module `top` to [`TOP`]: its header and its closing comment only (the
+/// Renames the top module `top` to `name`: its header and its closing comment only (the
 /// submodules are named after their paths, `top$…`-style names never match these lines).
-fn rename_top(vlog: &str) -> Result<String, String> {
+fn rename_top(vlog: &str, name: &str) -> Result<String, String> {
     let mut headers = 0;
     let mut ends = 0;
     let mut out = String::with_capacity(vlog.len() + 64);
     for line in vlog.split_inclusive('\n') {
         if let Some(rest) = line.strip_prefix("module top(") {
             headers += 1;
-            out.push_str(&format!("module {TOP}("));
+            out.push_str(&format!("module {name}("));
             out.push_str(rest);
         } else if line.trim_end() == "endmodule // top" {
             ends += 1;
-            out.push_str(&format!("endmodule // {TOP}"));
+            out.push_str(&format!("endmodule // {name}"));
             out.push_str(&line[line.trim_end().len()..]);
         } else {
             out.push_str(line);
@@ -196,6 +308,14 @@ fn rename_top(vlog: &str) -> Result<String, String> {
     Ok(out)
 }
 
+fn write(dir: &std::path::Path, name: &str, vlog: &str) -> Result<PathBuf, String> {
+    let vlog = rename_top(vlog, name)?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let file = dir.join(format!("{name}.v"));
+    std::fs::write(&file, vlog).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    Ok(file)
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -205,7 +325,7 @@ fn main() -> ExitCode {
         }
     };
     let aw = address_width(args.max_bits, args.lanes);
-    let Some(vlog) = generate(aw, args.lanes) else {
+    let Some(vu) = generate(aw, args.lanes) else {
         eprintln!(
             "gen-verilog: --max-bits {} with --lanes {} needs AW = {aw} (MAX_WORDS = {}), which is not built in; with --lanes {} --max-bits must be {}",
             args.max_bits,
@@ -216,28 +336,43 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let vlog = match rename_top(&vlog) {
-        Ok(v) => v,
-        Err(msg) => {
-            eprintln!("gen-verilog: {msg}");
-            return ExitCode::FAILURE;
-        }
+    let max_words = args.max_bits / 16;
+    let cfg = TopConfig::new(max_words as u16, args.clock_hz, args.clocks_per_bit);
+    let lists = args.list_capacity.unwrap_or(match args.max_bits {
+        128 => 16,
+        4096 => 1024,
+        _ => 256,
+    });
+    let Some(top) = generate_top(args.max_bits, args.lanes, args.key_slots, lists, cfg) else {
+        let builds: Vec<String> = TOP_BUILDS.iter().map(|b| format!("{}/{}/{}/{}", b.0, b.1, b.2, b.3)).collect();
+        eprintln!(
+            "gen-verilog: no kessai_top build for --max-bits {} --lanes {} --key-slots {} --list-capacity {lists}; \
+             built in (max-bits/lanes/key-slots/list-capacity): {}",
+            args.max_bits, args.lanes, args.key_slots, builds.join(", ")
+        );
+        return ExitCode::from(2);
     };
-    if let Err(e) = std::fs::create_dir_all(&args.out) {
-        eprintln!("gen-verilog: cannot create {}: {e}", args.out.display());
-        return ExitCode::FAILURE;
-    }
-    let file = args.out.join(format!("{TOP}.v"));
-    if let Err(e) = std::fs::write(&file, vlog) {
-        eprintln!("gen-verilog: cannot write {}: {e}", file.display());
-        return ExitCode::FAILURE;
+    for (name, vlog) in [(VU_TOP, vu), (BOARD_TOP, top)] {
+        match write(&args.out, name, &vlog) {
+            Ok(file) => eprintln!("gen-verilog: {name} -> {}", file.display()),
+            Err(msg) => {
+                eprintln!("gen-verilog: {msg}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     eprintln!(
-        "gen-verilog: VerifyUnit<AW={aw}, L={}> (MAX_WORDS = {}, up to {} bits) -> {}",
+        "gen-verilog: KessaiTop: VerifyUnit<AW={aw}, L={}>, KeyStore<{}, {}>, ListMemory<{}>, \
+         request buffers 2 x {} bytes (MAX_PAYLOAD {}), {} clocks per bit, INFO clock {} Hz, idle timeout {} cycles",
         args.lanes,
-        args.lanes << aw,
-        16 * (args.lanes << aw),
-        file.display()
+        key_aw(args.max_bits),
+        args.key_slots,
+        lists.trailing_zeros(),
+        1usize << (buffer_aw(cfg.max_payload() as usize) - 1),
+        cfg.max_payload(),
+        args.clocks_per_bit,
+        args.clock_hz,
+        cfg.idle_timeout
     );
     ExitCode::SUCCESS
 }
@@ -261,14 +396,40 @@ mod tests {
         assert_eq!(address_width(1024, 64), 1);
     }
 
+    /// The literals of every `generate_top` arm (copied here: (bits, lanes, slots, lists) →
+    /// (VAW, L, KAW, SLOTS, LAW, BAW)) as the formulas give them.
+    #[test]
+    fn top_builds_follow_the_formulas() {
+        #[rustfmt::skip]
+        let arms = [
+            ((128, 1, 4, 16), (3, 1, 3, 4, 4, 7)), ((128, 2, 4, 16), (2, 2, 3, 4, 4, 7)),
+            ((3072, 1, 4, 256), (8, 1, 8, 4, 8, 11)), ((3072, 2, 4, 256), (7, 2, 8, 4, 8, 11)),
+            ((3072, 4, 4, 256), (6, 4, 8, 4, 8, 11)), ((3072, 8, 4, 256), (5, 8, 8, 4, 8, 11)),
+            ((3072, 8, 2, 256), (5, 8, 8, 2, 8, 11)), ((3072, 16, 4, 256), (4, 16, 8, 4, 8, 11)),
+            ((4096, 4, 4, 1024), (6, 4, 8, 4, 10, 12)), ((4096, 8, 4, 1024), (5, 8, 8, 4, 10, 12)),
+            ((4096, 16, 4, 1024), (4, 16, 8, 4, 10, 12)), ((4096, 8, 4, 256), (5, 8, 8, 4, 8, 12)),
+            ((4096, 16, 4, 256), (4, 16, 8, 4, 8, 12)),
+        ];
+        assert_eq!(arms.len(), TOP_BUILDS.len());
+        for ((bits, l, slots, lists), (vaw, l2, kaw, slots2, law, baw)) in arms {
+            assert!(TOP_BUILDS.contains(&(bits, l, slots, lists)));
+            assert_eq!((l, slots), (l2, slots2));
+            assert_eq!(address_width(bits, l), vaw, "VAW for {bits} bits, L = {l}");
+            assert_eq!(key_aw(bits), kaw, "KAW for {bits} bits");
+            assert_eq!(1 << law, lists);
+            assert_eq!(buffer_aw(8 + bits / 4), baw, "BAW for {bits} bits");
+            assert!(1 << (baw - 1) >= 8 + bits / 4 && 1 << kaw >= bits / 16);
+        }
+    }
+
     #[test]
     fn renames_only_the_top_module() {
         let v = "module top$mx(\n);\nendmodule // top$mx\nmodule top(\n);\nendmodule // top\n";
-        let r = rename_top(v).unwrap();
+        let r = rename_top(v, "kessai_verify_unit").unwrap();
         assert_eq!(
             r,
             "module top$mx(\n);\nendmodule // top$mx\nmodule kessai_verify_unit(\n);\nendmodule // kessai_verify_unit\n"
         );
-        assert!(rename_top("module foo(\n);\nendmodule // foo\n").is_err());
+        assert!(rename_top("module foo(\n);\nendmodule // foo\n", "x").is_err());
     }
 }

@@ -1,0 +1,901 @@
+//! The virtual IC card (party U): areas 6M1 and 6M2 in a file standing for its EEPROM, its
+//! own key pair made on the card, every received signature verified before anything is stored,
+//! and an ISO 7816-4 APDU interface (docs/apdu.md) so a real card could take its place.
+//!
+//! EEPROM layout (docs/apdu.md, "EEPROM"): a 16-byte header, then two areas (6M1, 6M2) of two
+//! slots each. An area is written to the slot that does not hold its current record, with a
+//! sequence number one higher and a SHA-256 over the slot, then synced. A power cut at any byte
+//! leaves that slot unreadable (checksum) or untouched, so the area reads as the old record or
+//! the new one, never a mix. [`Card::set_power_cut`] cuts a write after byte k for tests.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use num_bigint::BigUint;
+use sha2::Digest;
+
+use crate::apdu::{ins, sw, CardLink, Command, LinkError, Response};
+use crate::crypto::esign;
+use crate::encoding::{Encoder, Tag};
+use crate::error::{Error, Result};
+use crate::messages::*;
+
+const FILE_MAGIC: &[u8; 8] = b"KSAIEEP1";
+/// Bytes per slot: room for a 6144-bit key's certificate and provenance.
+pub const SLOT_SIZE: usize = 8192;
+const HEADER_LEN: usize = 16;
+const SLOT_MAGIC: &[u8; 4] = b"SLOT";
+pub const EEPROM_LEN: usize = HEADER_LEN + 4 * SLOT_SIZE;
+
+/// Abnormality code: a terminal tried to raise the value (Fig. 5).
+pub const ABNORMAL_VALUE_RISE: u64 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Area {
+    /// 6M1: key pair, nA, certificate.
+    Personal,
+    /// 6M2: value, provenance, lock state.
+    Usage,
+}
+
+/// Why an EEPROM write did not happen or did not complete.
+#[derive(Debug)]
+pub enum WriteFail {
+    /// Power cut: the write stopped part-way.
+    Torn,
+    TooLarge(usize),
+    Io(Error),
+}
+
+/// The card's non-volatile memory: a file written in place, slot by slot.
+pub struct Eeprom {
+    path: PathBuf,
+    /// Bytes that may still be written before the power fails (tests).
+    power_cut: Option<usize>,
+}
+
+impl Eeprom {
+    /// Formats a blank EEPROM file; refuses to overwrite an existing one.
+    pub fn create(path: &Path) -> Result<Self> {
+        if path.exists() {
+            return Err(Error::input(path, "already exists; refusing to overwrite a card"));
+        }
+        let mut image = vec![0u8; EEPROM_LEN];
+        image[..8].copy_from_slice(FILE_MAGIC);
+        image[8..12].copy_from_slice(&(SLOT_SIZE as u32).to_be_bytes());
+        crate::files::write_atomic(path, &image)?;
+        Self::open(path)
+    }
+
+    pub fn open(path: &Path) -> Result<Self> {
+        let e = Eeprom { path: path.to_path_buf(), power_cut: None };
+        let image = e.image()?;
+        if &image[..8] != FILE_MAGIC || image[8..12] != (SLOT_SIZE as u32).to_be_bytes() {
+            return Err(Error::input(path, "not a Kessai card EEPROM image (bad header)"));
+        }
+        Ok(e)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn image(&self) -> Result<Vec<u8>> {
+        let image = std::fs::read(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        if image.len() != EEPROM_LEN {
+            return Err(Error::input(&self.path, format!("EEPROM image of {} bytes, expected {EEPROM_LEN}", image.len())));
+        }
+        Ok(image)
+    }
+
+    fn slot_offset(area: Area, slot: usize) -> usize {
+        let a = match area {
+            Area::Personal => 0,
+            Area::Usage => 1,
+        };
+        HEADER_LEN + (2 * a + slot) * SLOT_SIZE
+    }
+
+    fn parse_slot(bytes: &[u8]) -> Option<(u64, Vec<u8>)> {
+        if &bytes[..4] != SLOT_MAGIC {
+            return None;
+        }
+        let seq = u64::from_be_bytes(bytes[4..12].try_into().ok()?);
+        let len = u32::from_be_bytes(bytes[12..16].try_into().ok()?) as usize;
+        let end = 16usize.checked_add(len)?;
+        if end + 32 > bytes.len() {
+            return None;
+        }
+        let digest: [u8; 32] = sha2::Sha256::digest(&bytes[..end]).into();
+        (digest[..] == bytes[end..end + 32]).then(|| (seq, bytes[16..end].to_vec()))
+    }
+
+    /// (slot index, sequence, record) of the area's current record.
+    fn current(image: &[u8], area: Area) -> Option<(usize, u64, Vec<u8>)> {
+        (0..2)
+            .filter_map(|i| {
+                let off = Self::slot_offset(area, i);
+                Self::parse_slot(&image[off..off + SLOT_SIZE]).map(|(s, d)| (i, s, d))
+            })
+            .max_by_key(|(_, s, _)| *s)
+    }
+
+    /// The current record of `area`, if it has one.
+    pub fn read(&self, area: Area) -> Result<Option<Vec<u8>>> {
+        Ok(Self::current(&self.image()?, area).map(|(_, _, d)| d))
+    }
+
+    /// Replaces the record of `area`: written to the other slot, then synced.
+    pub fn write(&mut self, area: Area, data: &[u8]) -> std::result::Result<(), WriteFail> {
+        let image = self.image().map_err(WriteFail::Io)?;
+        let (target, seq) = match Self::current(&image, area) {
+            Some((i, s, _)) => (1 - i, s + 1),
+            None => (0, 1),
+        };
+        let mut slot = Vec::with_capacity(16 + data.len() + 32);
+        slot.extend_from_slice(SLOT_MAGIC);
+        slot.extend_from_slice(&seq.to_be_bytes());
+        slot.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        slot.extend_from_slice(data);
+        let digest: [u8; 32] = sha2::Sha256::digest(&slot).into();
+        slot.extend_from_slice(&digest);
+        if slot.len() > SLOT_SIZE {
+            return Err(WriteFail::TooLarge(slot.len()));
+        }
+        let (n, torn) = match self.power_cut {
+            Some(k) if k < slot.len() => (k, true),
+            _ => (slot.len(), false),
+        };
+        if let Some(k) = self.power_cut.as_mut() {
+            *k -= n;
+        }
+        let io = |e| WriteFail::Io(Error::io(&self.path, e));
+        let f = OpenOptions::new().write(true).open(&self.path).map_err(io)?;
+        f.write_all_at(&slot[..n], Self::slot_offset(area, target) as u64).map_err(io)?;
+        f.sync_data().map_err(io)?;
+        if torn {
+            Err(WriteFail::Torn)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Bytes the next write of `data` to an area puts on the EEPROM (for tear tests).
+    pub fn write_len(data_len: usize) -> usize {
+        16 + data_len + 32
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Blank,
+    /// Key pair made, not yet personalized.
+    Keyed,
+    Issued,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Blank => "blank",
+            Stage::Keyed => "keyed",
+            Stage::Issued => "issued",
+        }
+    }
+    fn code(self) -> u64 {
+        match self {
+            Stage::Blank => 0,
+            Stage::Keyed => 1,
+            Stage::Issued => 2,
+        }
+    }
+}
+
+/// 6M1.
+struct Personal {
+    stage: Stage,
+    key: esign::PrivateKey,
+    master: Option<MasterPublic>,
+    cert: Option<Certificate>,
+}
+
+impl Personal {
+    fn encode(&self) -> Vec<u8> {
+        let pb = self.key.public_key();
+        let mut e = Encoder::new(Tag::CardArea1)
+            .u64(self.stage.code())
+            .uint(pb.n())
+            .u64(pb.e() as u64)
+            .uint(self.key.p())
+            .uint(self.key.q());
+        match (&self.master, &self.cert) {
+            (Some(m), Some(c)) => {
+                e = e.u64(m.index as u64).uint(m.key.n()).u64(m.key.e() as u64).bytes(&c.signed.to_bytes());
+            }
+            _ => e = e.u64(0).bytes(&[]).u64(0).bytes(&[]),
+        }
+        e.finish()
+    }
+
+    fn decode(b: &[u8]) -> std::result::Result<Self, Malformed> {
+        let f = Fields::open(b, Tag::CardArea1, 9, "6M1")?;
+        let n = f.uint(1, "n")?;
+        let e = BigUint::from(f.u64(2, "e")?);
+        let key = esign::PrivateKey::from_components(n, &e, f.uint(3, "p")?, f.uint(4, "q")?)
+            .map_err(|e| Malformed(format!("6M1 key: {e}")))?;
+        let stage = match f.u64(0, "stage")? {
+            1 => Stage::Keyed,
+            2 => Stage::Issued,
+            s => return Err(Malformed(format!("6M1 stage {s}"))),
+        };
+        let (master, cert) = if stage == Stage::Issued {
+            (
+                Some(MasterPublic { index: f.u32(5, "master index")?, key: f.esign_key(6, "nA")? }),
+                Some(Certificate::from_bytes(Subject::Card, f.bytes(8))?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(Personal { stage, key, master, cert })
+    }
+}
+
+/// 6M2.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageArea {
+    pub value: u64,
+    /// Raised by every write of 6M2: binds a Fig. 4C load to one card state.
+    pub seq: u64,
+    pub locked: bool,
+    pub abnormality: u64,
+    pub abnormality_detail: Vec<u8>,
+    pub provenance: Provenance,
+}
+
+impl Default for UsageArea {
+    fn default() -> Self {
+        UsageArea { value: 0, seq: 0, locked: false, abnormality: 0, abnormality_detail: Vec::new(), provenance: Provenance::None }
+    }
+}
+
+impl UsageArea {
+    pub fn encode(&self) -> Vec<u8> {
+        Encoder::new(Tag::CardArea2)
+            .u64(self.value)
+            .u64(self.seq)
+            .u64(self.locked as u64)
+            .u64(self.abnormality)
+            .bytes(&self.abnormality_detail)
+            .bytes(&self.provenance.encode())
+            .finish()
+    }
+    pub fn decode(b: &[u8]) -> std::result::Result<Self, Malformed> {
+        let f = Fields::open(b, Tag::CardArea2, 6, "6M2")?;
+        Ok(UsageArea {
+            value: f.u64(0, "V")?,
+            seq: f.u64(1, "sequence")?,
+            locked: f.bool(2, "locked")?,
+            abnormality: f.u64(3, "abnormality code")?,
+            abnormality_detail: f.bytes(4).to_vec(),
+            provenance: Provenance::decode(f.bytes(5))?,
+        })
+    }
+}
+
+/// What GET_STATUS answers: the public state, never a secret.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CardStatus {
+    pub stage: &'static str,
+    pub idu: Option<u64>,
+    pub value: u64,
+    pub seq: u64,
+    pub locked: bool,
+    pub abnormality: u64,
+    pub provenance: &'static str,
+}
+
+impl CardStatus {
+    pub fn encode(&self) -> Vec<u8> {
+        let stage = match self.stage {
+            "issued" => 2,
+            "keyed" => 1,
+            _ => 0,
+        };
+        Encoder::new(Tag::ApduStatus)
+            .u64(stage)
+            .u64(self.idu.unwrap_or(0))
+            .u64(self.value)
+            .u64(self.seq)
+            .u64(self.locked as u64)
+            .u64(self.abnormality)
+            .str(self.provenance)
+            .finish()
+    }
+    pub fn decode(b: &[u8]) -> std::result::Result<Self, Malformed> {
+        let f = Fields::open(b, Tag::ApduStatus, 7, "card status")?;
+        let stage = match f.u64(0, "stage")? {
+            0 => Stage::Blank,
+            1 => Stage::Keyed,
+            2 => Stage::Issued,
+            s => return Err(Malformed(format!("card status: stage {s}"))),
+        };
+        let prov = match f.bytes(6) {
+            b"none" => "none",
+            b"load (Fig. 4C)" => "load (Fig. 4C)",
+            b"recharge (Fig. 7)" => "recharge (Fig. 7)",
+            b"payment (Figs. 5/6/9)" => "payment (Figs. 5/6/9)",
+            _ => "unknown",
+        };
+        Ok(CardStatus {
+            stage: stage.name(),
+            idu: (stage == Stage::Issued).then_some(f.u64(1, "IDU")?),
+            value: f.u64(2, "V")?,
+            seq: f.u64(3, "sequence")?,
+            locked: f.bool(4, "locked")?,
+            abnormality: f.u64(5, "abnormality")?,
+            provenance: prov,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The card
+
+enum Session {
+    Idle,
+    Pay { terminal: Box<Certificate>, r: Vec<u8>, x: Vec<u8>, value: u64, seq: u64 },
+    Recharge { idc: u64, y: Vec<u8>, x: Vec<u8>, v_old: u64, v_new: u64, seq: u64 },
+}
+
+/// A virtual IC card. Session state lives in RAM (this struct) and is lost at power-off;
+/// everything else is in the EEPROM file.
+pub struct Card {
+    eeprom: Eeprom,
+    session: Session,
+}
+
+type Answer = std::result::Result<Vec<u8>, u16>;
+
+fn wrong_data<E: std::fmt::Display>(_: E) -> u16 {
+    sw::WRONG_DATA
+}
+
+impl Card {
+    /// A blank card: formatted EEPROM, no key.
+    pub fn manufacture(path: &Path) -> Result<Self> {
+        Ok(Card { eeprom: Eeprom::create(path)?, session: Session::Idle })
+    }
+
+    /// Powers up a card from its EEPROM file.
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Card { eeprom: Eeprom::open(path)?, session: Session::Idle })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.eeprom.path()
+    }
+
+    /// The next EEPROM writes stop after `k` bytes in total, as a power cut would (tests).
+    pub fn set_power_cut(&mut self, k: Option<usize>) {
+        self.eeprom.power_cut = k;
+    }
+
+    /// A second card powered from a copy of this one's EEPROM with this one's RAM session:
+    /// lets a test replay one command against many cut points.
+    pub fn fork(&self, path: &Path) -> Result<Self> {
+        std::fs::copy(self.path(), path).map_err(|e| Error::io(path, e))?;
+        let session = match &self.session {
+            Session::Idle => Session::Idle,
+            Session::Pay { terminal, r, x, value, seq } => {
+                Session::Pay { terminal: terminal.clone(), r: r.clone(), x: x.clone(), value: *value, seq: *seq }
+            }
+            Session::Recharge { idc, y, x, v_old, v_new, seq } => {
+                Session::Recharge { idc: *idc, y: y.clone(), x: x.clone(), v_old: *v_old, v_new: *v_new, seq: *seq }
+            }
+        };
+        Ok(Card { eeprom: Eeprom::open(path)?, session })
+    }
+
+    /// Reads 6M2 directly (tests and the tear checks; a terminal uses GET_STATUS).
+    pub fn usage_area(&self) -> Result<UsageArea> {
+        match self.eeprom.read(Area::Usage)? {
+            None => Ok(UsageArea::default()),
+            Some(b) => UsageArea::decode(&b).map_err(|e| Error::input(self.path(), e.0)),
+        }
+    }
+
+    /// Raw current record of 6M2, for byte-exact tear checks.
+    pub fn usage_record_bytes(&self) -> Result<Option<Vec<u8>>> {
+        self.eeprom.read(Area::Usage)
+    }
+
+    fn personal(&self) -> std::result::Result<Option<Personal>, u16> {
+        match self.eeprom.read(Area::Personal).map_err(|_| sw::UNKNOWN)? {
+            None => Ok(None),
+            Some(b) => Personal::decode(&b).map(Some).map_err(|_| sw::UNKNOWN),
+        }
+    }
+
+    fn issued(&self) -> std::result::Result<(Personal, MasterPublic, Certificate), u16> {
+        match self.personal()? {
+            Some(p) if p.stage == Stage::Issued => {
+                let m = p.master.clone().ok_or(sw::UNKNOWN)?;
+                let c = p.cert.clone().ok_or(sw::UNKNOWN)?;
+                Ok((p, m, c))
+            }
+            _ => Err(sw::CONDITIONS),
+        }
+    }
+
+    fn usage(&self) -> std::result::Result<UsageArea, u16> {
+        self.usage_area().map_err(|_| sw::UNKNOWN)
+    }
+
+    fn write(&mut self, area: Area, data: &[u8]) -> std::result::Result<(), u16> {
+        match self.eeprom.write(area, data) {
+            Ok(()) => Ok(()),
+            Err(WriteFail::Torn) => {
+                // The power is gone: RAM is lost with it.
+                self.session = Session::Idle;
+                Err(sw::MEMORY_FAILURE)
+            }
+            Err(WriteFail::TooLarge(_)) => Err(sw::NO_SPACE),
+            Err(WriteFail::Io(_)) => Err(sw::MEMORY_FAILURE),
+        }
+    }
+
+    /// Processes one command APDU and returns the response APDU.
+    pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        let r = match Command::decode(apdu) {
+            Err(s) => Response::status(s),
+            Ok(c) => match self.dispatch(&c) {
+                Ok(data) => Response::ok(data),
+                Err(s) => Response::status(s),
+            },
+        };
+        r.encode()
+    }
+
+    fn dispatch(&mut self, c: &Command) -> Answer {
+        if c.cla != crate::apdu::CLA {
+            return Err(sw::CLA_NOT_SUPPORTED);
+        }
+        if c.ins == ins::GET_STATUS {
+            return self.get_status();
+        }
+        if self.usage()?.locked {
+            self.session = Session::Idle;
+            return Err(sw::BLOCKED);
+        }
+        if c.ins != ins::GENERATE_KEY && (c.p1, c.p2) != (0, 0) {
+            return Err(sw::WRONG_P1P2);
+        }
+        // Every command but the second half of a session ends the session.
+        let session = std::mem::replace(&mut self.session, Session::Idle);
+        match c.ins {
+            ins::GET_CERTIFICATE => Ok(self.issued()?.2.signed.to_bytes()),
+            ins::GENERATE_KEY => self.generate_key(u16::from_be_bytes([c.p1, c.p2]) as usize),
+            ins::PERSONALIZE => self.personalize(&c.data),
+            ins::LOAD => self.load(&c.data),
+            ins::READ_VALUE => self.read_value(&c.data),
+            ins::RECHARGE_INIT => self.recharge_init(&c.data),
+            ins::RECHARGE_COMMIT => self.recharge_commit(&c.data, session),
+            ins::PAY_AUTH => self.pay_auth(&c.data),
+            ins::PAY_COMMIT => self.pay_commit(&c.data, session),
+            _ => Err(sw::INS_NOT_SUPPORTED),
+        }
+    }
+
+    fn get_status(&mut self) -> Answer {
+        let p = self.personal()?;
+        let u = self.usage()?;
+        let stage = p.as_ref().map_or(Stage::Blank, |p| p.stage);
+        let idu = p.as_ref().and_then(|p| p.cert.as_ref()).map(|c| c.id);
+        Ok(CardStatus {
+            stage: stage.name(),
+            idu,
+            value: u.value,
+            seq: u.seq,
+            locked: u.locked,
+            abnormality: u.abnormality,
+            provenance: u.provenance.kind(),
+        }
+        .encode())
+    }
+
+    /// Fig. 4B, modern: the key pair is made on the card; only nU leaves it.
+    fn generate_key(&mut self, bits: usize) -> Answer {
+        if !esign::KEYGEN_BITS.contains(&bits) {
+            return Err(sw::WRONG_P1P2);
+        }
+        if matches!(self.personal()?, Some(p) if p.stage == Stage::Issued) {
+            return Err(sw::CONDITIONS);
+        }
+        let key = esign::PrivateKey::generate(bits, esign::DEFAULT_E).map_err(|_| sw::UNKNOWN)?;
+        let rec = Personal { stage: Stage::Keyed, key, master: None, cert: None };
+        self.write(Area::Personal, &rec.encode())?;
+        let pb = rec.key.public_key();
+        Ok(Encoder::new(Tag::ApduPublicKey).uint(pb.n()).u64(pb.e() as u64).finish())
+    }
+
+    /// Fig. 4B: nA and SA(nU * IDU); the card checks the certificate is for its own key and
+    /// verifies it with nA before storing anything.
+    fn personalize(&mut self, data: &[u8]) -> Answer {
+        let mut p = match self.personal()? {
+            Some(p) if p.stage == Stage::Keyed => p,
+            _ => return Err(sw::CONDITIONS),
+        };
+        let f = Fields::open(data, Tag::ApduPersonalize, 4, "PERSONALIZE").map_err(wrong_data)?;
+        let master = MasterPublic { index: f.u32(0, "master index").map_err(wrong_data)?, key: f.esign_key(1, "nA").map_err(wrong_data)? };
+        let cert = Certificate::from_bytes(Subject::Card, f.bytes(3)).map_err(wrong_data)?;
+        if cert.key != *p.key.public_key() {
+            return Err(sw::WRONG_DATA);
+        }
+        let check = cert.check(&master).map_err(wrong_data)?;
+        check.verify_sw().map_err(|_| sw::SECURITY)?;
+        p.stage = Stage::Issued;
+        p.master = Some(master);
+        p.cert = Some(cert);
+        self.write(Area::Personal, &p.encode())?;
+        Ok(Vec::new())
+    }
+
+    /// Fig. 4C: V and SA(V * IDU) for this card in its current state.
+    fn load(&mut self, data: &[u8]) -> Answer {
+        let (_, master, cert) = self.issued()?;
+        let u = self.usage()?;
+        let f = Fields::open(data, Tag::ApduLoad, 4, "LOAD").map_err(wrong_data)?;
+        let idc = f.u64(0, "IDC").map_err(wrong_data)?;
+        let seq = f.u64(1, "sequence").map_err(wrong_data)?;
+        let value = f.u64(2, "V").map_err(wrong_data)?;
+        let sa = f.bytes(3).to_vec();
+        if seq != u.seq {
+            return Err(sw::CONDITIONS);
+        }
+        let body = load_value_body(master.index, cert.id, idc, seq, value);
+        master.key.verify(HASH, &body, &sa).map_err(|_| sw::SECURITY)?;
+        let next = UsageArea { value, seq: u.seq + 1, provenance: Provenance::Load { idc, seq, sa }, ..u };
+        self.write(Area::Usage, &next.encode())?;
+        Ok(Vec::new())
+    }
+
+    /// V, X, SU(R * X * V) and the provenance of V, for a verifier's challenge R.
+    fn value_answer(&self, idu: u64, key: &esign::PrivateKey, r: &[u8], x: &[u8], u: &UsageArea) -> Answer {
+        let su = key.sign(HASH, &card_value_body(idu, r, x, u.value)).map_err(|_| sw::UNKNOWN)?;
+        Ok(Encoder::new(Tag::ApduValue)
+            .u64(u.value)
+            .u64(u.seq)
+            .bytes(x)
+            .bytes(&su)
+            .bytes(&u.provenance.encode())
+            .finish())
+    }
+
+    /// The dispenser's read before a Fig. 4C load: the value, signed over its challenge.
+    fn read_value(&mut self, data: &[u8]) -> Answer {
+        let (p, _, cert) = self.issued()?;
+        let f = Fields::open(data, Tag::ApduChallenge, 1, "READ VALUE").map_err(wrong_data)?;
+        let r = f.nonce(0, "R", false).map_err(wrong_data)?;
+        let x = nonce().map_err(|_| sw::UNKNOWN)?;
+        self.value_answer(cert.id, &p.key, &r, &x, &self.usage()?)
+    }
+
+    /// Fig. 7, first half: D -> U: Y, V', IDC; U -> D: X, SU(Y * X * V * V'), provenance of V.
+    fn recharge_init(&mut self, data: &[u8]) -> Answer {
+        let (p, _, cert) = self.issued()?;
+        let u = self.usage()?;
+        let f = Fields::open(data, Tag::ApduRechargeInit, 3, "RECHARGE INIT").map_err(wrong_data)?;
+        let idc = f.u64(0, "IDC").map_err(wrong_data)?;
+        let y = f.nonce(1, "Y", false).map_err(wrong_data)?;
+        let v_new = f.u64(2, "V'").map_err(wrong_data)?;
+        if v_new < u.value {
+            return Err(sw::WRONG_DATA);
+        }
+        let x = nonce().map_err(|_| sw::UNKNOWN)?;
+        let su = p.key.sign(HASH, &recharge_request_body(cert.id, idc, &y, &x, u.value, v_new)).map_err(|_| sw::UNKNOWN)?;
+        let out = Encoder::new(Tag::ApduRechargeOffer)
+            .u64(u.value)
+            .bytes(&x)
+            .bytes(&su)
+            .bytes(&u.provenance.encode())
+            .finish();
+        self.session = Session::Recharge { idc, y, x, v_old: u.value, v_new, seq: u.seq };
+        Ok(out)
+    }
+
+    /// Fig. 7, second half: SA(Y * X * V' * IDU) from the center.
+    fn recharge_commit(&mut self, data: &[u8], session: Session) -> Answer {
+        let Session::Recharge { idc, y, x, v_old, v_new, seq } = session else {
+            return Err(sw::CONDITIONS);
+        };
+        let (_, master, cert) = self.issued()?;
+        let u = self.usage()?;
+        if u.seq != seq || u.value != v_old {
+            return Err(sw::CONDITIONS);
+        }
+        let f = Fields::open(data, Tag::ApduRechargeCommit, 1, "RECHARGE COMMIT").map_err(wrong_data)?;
+        let sa = f.bytes(0).to_vec();
+        let body = recharge_value_body(master.index, cert.id, idc, &y, &x, v_new);
+        master.key.verify(HASH, &body, &sa).map_err(|_| sw::SECURITY)?;
+        let next = UsageArea { value: v_new, seq: u.seq + 1, provenance: Provenance::Recharge { idc, y, x, sa }, ..u };
+        self.write(Area::Usage, &next.encode())?;
+        Ok(Vec::new())
+    }
+
+    /// Figs. 5, 6, 9: T -> U: nT, IDT, SA(nT * IDT), R. The card verifies the terminal's
+    /// certificate with nA, then answers V, X, SU(R * X * V) and the provenance of V.
+    fn pay_auth(&mut self, data: &[u8]) -> Answer {
+        let (p, master, cert) = self.issued()?;
+        let u = self.usage()?;
+        let f = Fields::open(data, Tag::ApduPayAuth, 2, "PAY AUTH").map_err(wrong_data)?;
+        let terminal = Certificate::from_bytes(Subject::Terminal, f.bytes(0)).map_err(wrong_data)?;
+        let r = f.nonce(1, "R", true).map_err(wrong_data)?;
+        terminal.check(&master).map_err(wrong_data)?.verify_sw().map_err(|_| sw::SECURITY)?;
+        // Fig. 5 has no nonces; with R the card adds its own X (Fig. 6).
+        let x = if r.is_empty() { Vec::new() } else { nonce().map_err(|_| sw::UNKNOWN)? };
+        let out = self.value_answer(cert.id, &p.key, &r, &x, &u)?;
+        self.session = Session::Pay { terminal: Box::new(terminal), r, x, value: u.value, seq: u.seq };
+        Ok(out)
+    }
+
+    /// Figs. 5, 6, 9: T -> U: V', ST(R * X * V' * IDU). Verified with nT; a rise locks the card.
+    fn pay_commit(&mut self, data: &[u8], session: Session) -> Answer {
+        let Session::Pay { terminal, r, x, value, seq } = session else {
+            return Err(sw::CONDITIONS);
+        };
+        let (_, _, cert) = self.issued()?;
+        let u = self.usage()?;
+        if u.seq != seq || u.value != value {
+            return Err(sw::CONDITIONS);
+        }
+        let f = Fields::open(data, Tag::ApduPayCommit, 2, "PAY COMMIT").map_err(wrong_data)?;
+        let v_new = f.u64(0, "V'").map_err(wrong_data)?;
+        let st = f.bytes(1).to_vec();
+        let body = terminal_value_body(terminal.id, cert.id, &r, &x, v_new);
+        terminal.key.verify(HASH, &body, &st).map_err(|_| sw::SECURITY)?;
+        if v_new > value {
+            // An altered terminal: record what it tried and lock for good.
+            let detail = Encoder::new(Tag::CardValue).u64(terminal.id).u64(value).u64(v_new).finish();
+            let locked = UsageArea {
+                seq: u.seq + 1,
+                locked: true,
+                abnormality: ABNORMAL_VALUE_RISE,
+                abnormality_detail: detail,
+                ..u
+            };
+            self.write(Area::Usage, &locked.encode())?;
+            return Err(sw::BLOCKED);
+        }
+        let next = UsageArea {
+            value: v_new,
+            seq: u.seq + 1,
+            provenance: Provenance::Payment { cert: terminal.signed.clone(), r, x, st },
+            ..u
+        };
+        self.write(Area::Usage, &next.encode())?;
+        Ok(Vec::new())
+    }
+}
+
+impl CardLink for Card {
+    fn transmit(&mut self, command: &[u8]) -> std::result::Result<Vec<u8>, LinkError> {
+        Ok(self.process(command))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host side of each command: build the APDU, parse the answer.
+
+/// What a card said when it did not say 9000.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CardError {
+    #[error("card answered {}", Response::status(*.0))]
+    Status(u16),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("card sent a malformed answer: {0}")]
+    Malformed(String),
+}
+
+impl CardError {
+    pub fn sw(&self) -> Option<u16> {
+        match self {
+            CardError::Status(s) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+impl From<Malformed> for CardError {
+    fn from(m: Malformed) -> Self {
+        CardError::Malformed(m.0)
+    }
+}
+
+/// The value a card shows a verifier: V, its state sequence, X, SU(R * X * V), provenance.
+#[derive(Clone, Debug)]
+pub struct ValueAnswer {
+    pub value: u64,
+    pub seq: u64,
+    pub x: Vec<u8>,
+    pub su: Vec<u8>,
+    pub provenance: Provenance,
+}
+
+/// The card's half of Fig. 7 as the dispenser receives it.
+#[derive(Clone, Debug)]
+pub struct RechargeOffer {
+    pub v_old: u64,
+    pub x: Vec<u8>,
+    pub su: Vec<u8>,
+    pub provenance: Provenance,
+}
+
+/// Typed calls over any [`CardLink`].
+pub struct CardClient<'a> {
+    pub link: &'a mut dyn CardLink,
+}
+
+/// Ne for every command that expects data: extended, 65536.
+const NE: Option<usize> = Some(crate::apdu::MAX_NE);
+
+impl<'a> CardClient<'a> {
+    pub fn new(link: &'a mut dyn CardLink) -> Self {
+        CardClient { link }
+    }
+
+    fn call(&mut self, ins: u8, p1p2: u16, data: Vec<u8>, le: Option<usize>) -> std::result::Result<Vec<u8>, CardError> {
+        let [p1, p2] = p1p2.to_be_bytes();
+        let r = self.link.exchange(&Command::new(ins, p1, p2, data, le))?;
+        if r.sw != sw::OK {
+            return Err(CardError::Status(r.sw));
+        }
+        Ok(r.data)
+    }
+
+    pub fn status(&mut self) -> std::result::Result<CardStatus, CardError> {
+        Ok(CardStatus::decode(&self.call(ins::GET_STATUS, 0, vec![], NE)?)?)
+    }
+
+    pub fn certificate(&mut self) -> std::result::Result<Certificate, CardError> {
+        Ok(Certificate::from_bytes(Subject::Card, &self.call(ins::GET_CERTIFICATE, 0, vec![], NE)?)?)
+    }
+
+    pub fn generate_key(&mut self, bits: usize) -> std::result::Result<esign::PublicKey, CardError> {
+        let bits = u16::try_from(bits).map_err(|_| CardError::Malformed(format!("{bits} bits")))?;
+        let b = self.call(ins::GENERATE_KEY, bits, vec![], NE)?;
+        let f = Fields::open(&b, Tag::ApduPublicKey, 2, "GENERATE KEY answer")?;
+        Ok(f.esign_key(0, "nU")?)
+    }
+
+    pub fn personalize(&mut self, master: &MasterPublic, cert: &Certificate) -> std::result::Result<(), CardError> {
+        let data = Encoder::new(Tag::ApduPersonalize)
+            .u64(master.index as u64)
+            .uint(master.key.n())
+            .u64(master.key.e() as u64)
+            .bytes(&cert.signed.to_bytes())
+            .finish();
+        self.call(ins::PERSONALIZE, 0, data, None).map(|_| ())
+    }
+
+    pub fn load(&mut self, idc: u64, seq: u64, value: u64, sa: &[u8]) -> std::result::Result<(), CardError> {
+        let data = Encoder::new(Tag::ApduLoad).u64(idc).u64(seq).u64(value).bytes(sa).finish();
+        self.call(ins::LOAD, 0, data, None).map(|_| ())
+    }
+
+    fn value_answer(b: &[u8], with_nonce: bool) -> std::result::Result<ValueAnswer, CardError> {
+        let f = Fields::open(b, Tag::ApduValue, 5, "value answer")?;
+        let x = f.nonce(2, "X", !with_nonce)?;
+        if !with_nonce && !x.is_empty() {
+            return Err(CardError::Malformed("X given in a nonce-less exchange".into()));
+        }
+        Ok(ValueAnswer {
+            value: f.u64(0, "V")?,
+            seq: f.u64(1, "sequence")?,
+            x,
+            su: f.bytes(3).to_vec(),
+            provenance: Provenance::decode(f.bytes(4))?,
+        })
+    }
+
+    pub fn read_value(&mut self, r: &[u8]) -> std::result::Result<ValueAnswer, CardError> {
+        let b = self.call(ins::READ_VALUE, 0, Encoder::new(Tag::ApduChallenge).bytes(r).finish(), NE)?;
+        Self::value_answer(&b, true)
+    }
+
+    pub fn recharge_init(&mut self, idc: u64, y: &[u8], v_new: u64) -> std::result::Result<RechargeOffer, CardError> {
+        let data = Encoder::new(Tag::ApduRechargeInit).u64(idc).bytes(y).u64(v_new).finish();
+        let b = self.call(ins::RECHARGE_INIT, 0, data, NE)?;
+        let f = Fields::open(&b, Tag::ApduRechargeOffer, 4, "RECHARGE INIT answer")?;
+        Ok(RechargeOffer {
+            v_old: f.u64(0, "V")?,
+            x: f.nonce(1, "X", false)?,
+            su: f.bytes(2).to_vec(),
+            provenance: Provenance::decode(f.bytes(3))?,
+        })
+    }
+
+    pub fn recharge_commit(&mut self, sa: &[u8]) -> std::result::Result<(), CardError> {
+        self.call(ins::RECHARGE_COMMIT, 0, Encoder::new(Tag::ApduRechargeCommit).bytes(sa).finish(), None).map(|_| ())
+    }
+
+    pub fn pay_auth(&mut self, terminal: &Certificate, r: &[u8]) -> std::result::Result<ValueAnswer, CardError> {
+        let data = Encoder::new(Tag::ApduPayAuth).bytes(&terminal.signed.to_bytes()).bytes(r).finish();
+        let b = self.call(ins::PAY_AUTH, 0, data, NE)?;
+        Self::value_answer(&b, !r.is_empty())
+    }
+
+    pub fn pay_commit(&mut self, v_new: u64, st: &[u8]) -> std::result::Result<(), CardError> {
+        self.call(ins::PAY_COMMIT, 0, Encoder::new(Tag::ApduPayCommit).u64(v_new).bytes(st).finish(), None).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("kessai-card-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&d);
+        d
+    }
+
+    #[test]
+    fn slot_write_torn_at_every_byte_reads_old_or_new() {
+        let p = tmp("slots");
+        let mut e = Eeprom::create(&p).unwrap();
+        e.write(Area::Usage, b"old record").unwrap();
+        e.write(Area::Usage, b"old record 2").unwrap();
+        let new = b"the new record, longer than the old one".to_vec();
+        let base = std::fs::read(&p).unwrap();
+        let total = Eeprom::write_len(new.len());
+        for k in 0..=total {
+            std::fs::write(&p, &base).unwrap();
+            let mut e = Eeprom::open(&p).unwrap();
+            e.power_cut = Some(k);
+            let r = e.write(Area::Usage, &new);
+            assert_eq!(r.is_ok(), k >= total, "k = {k}");
+            let got = Eeprom::open(&p).unwrap().read(Area::Usage).unwrap().unwrap();
+            if k >= total {
+                assert_eq!(got, new);
+            } else {
+                assert_eq!(got, b"old record 2", "k = {k}");
+            }
+            assert_eq!(Eeprom::open(&p).unwrap().read(Area::Personal).unwrap(), None);
+        }
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn refuses_to_overwrite_and_bad_images() {
+        let p = tmp("exists");
+        Eeprom::create(&p).unwrap();
+        assert!(Eeprom::create(&p).is_err());
+        std::fs::write(&p, b"short").unwrap();
+        assert!(Card::open(&p).is_err());
+        std::fs::remove_file(&p).unwrap();
+    }
+
+    #[test]
+    fn blank_card_answers_status_and_refuses_the_rest() {
+        let p = tmp("blank");
+        let mut c = Card::manufacture(&p).unwrap();
+        let mut cl = CardClient::new(&mut c);
+        let s = cl.status().unwrap();
+        assert_eq!((s.stage, s.idu, s.value), ("blank", None, 0));
+        assert_eq!(cl.certificate().unwrap_err().sw(), Some(sw::CONDITIONS));
+        assert_eq!(cl.pay_commit(1, &[1]).unwrap_err().sw(), Some(sw::CONDITIONS));
+        assert_eq!(cl.generate_key(1000).unwrap_err().sw(), Some(sw::WRONG_P1P2));
+        let r = Response::decode(&c.process(&[0x00, 0x10, 0, 0])).unwrap();
+        assert_eq!(r.sw, sw::CLA_NOT_SUPPORTED);
+        let r = Response::decode(&c.process(&[0x80, 0x77, 0, 0])).unwrap();
+        assert_eq!(r.sw, sw::INS_NOT_SUPPORTED);
+        let r = Response::decode(&c.process(&[0x80, 0x10, 0])).unwrap();
+        assert_eq!(r.sw, sw::WRONG_LENGTH);
+        std::fs::remove_file(&p).unwrap();
+    }
+}

@@ -1,0 +1,736 @@
+//! The settlement commands of the `kessai` CLI: `center`, `terminal`, `card` and `demo`
+//! (docs/cli.md). Each is a library call plus argument parsing and output; a refusal exits 1,
+//! bad input or usage 2.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, Subcommand, ValueEnum};
+use kessai::accel::backend::BackendArgs;
+use kessai::accel::{Accelerator, ListKind};
+use kessai::card::{Card, CardClient};
+use kessai::center::{Center, CenterConfig, DAY};
+use kessai::crypto::esign;
+use kessai::dispenser::{Dispenser, LoadFlow};
+use kessai::files::write_atomic;
+use kessai::messages::{unix_now, Fail, Signed};
+use kessai::terminal::{PayFlow, Terminal};
+use kessai::Error;
+use serde_json::json;
+
+use super::{ok, Outcome};
+
+/// The one place the settlement commands open an accelerator.
+pub fn open_backend(args: &BackendArgs) -> kessai::Result<Box<dyn Accelerator>> {
+    let spec = args.spec()?;
+    let accel = kessai::accel::backend::open(&spec).map_err(|e| Error::Accel(e.to_string()))?;
+    Ok(accel)
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LoadFlowArg {
+    /// Fig. 7: online recharge with nonces (default).
+    Fig7,
+    /// Fig. 4C: SA(V * IDU) bound to the card's state.
+    Fig4c,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PayFlowArg {
+    /// Figs. 6 and 9: nonces, invalid-card list, usage records (default).
+    Fig9,
+    /// Fig. 5: no nonces.
+    Fig5,
+}
+
+#[derive(Subcommand)]
+pub enum CenterCmd {
+    /// Create a center: master key and database.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Master (and terminal) key size: 1536, 2046 or 3072.
+        #[arg(long, default_value_t = esign::DEFAULT_BITS)]
+        bits: usize,
+        /// List bundles expire this many days after issue.
+        #[arg(long, default_value_t = 7)]
+        list_max_age_days: u64,
+    },
+    /// Fig. 4A: make a terminal's key, certificate and TS0 and install them in --terminal-dir.
+    EnrollTerminal {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        terminal_dir: PathBuf,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Fig. 4B: make a card (its EEPROM file), key it, certify it; optionally load value.
+    IssueCard {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        card: PathBuf,
+        /// Card key size (default: the center's).
+        #[arg(long)]
+        bits: Option<usize>,
+        /// Value to load right away, in minor units.
+        #[arg(long)]
+        value: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        idc: u64,
+    },
+    /// Figs. 4C / 7: add value to a card.
+    Load {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        card: PathBuf,
+        /// Amount to add, in minor units.
+        #[arg(long)]
+        amount: u64,
+        #[arg(long, value_enum, default_value = "fig7")]
+        flow: LoadFlowArg,
+        #[arg(long, default_value_t = 1)]
+        idc: u64,
+    },
+    /// Fig. 9: ingest a terminal's upload of usage records (clone detection).
+    Ingest {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        batch: PathBuf,
+    },
+    /// Issue a new signed list bundle (after marking --lost cards).
+    Lists {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Report a card lost (repeatable).
+        #[arg(long)]
+        lost: Vec<u64>,
+        /// Also write the bundle here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Terminals, cards, usage records, clones.
+    Report {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TerminalCmd {
+    /// Figs. 5/6/9: take --amount from the card.
+    Pay {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        card: PathBuf,
+        /// Charge v, in minor units.
+        #[arg(long)]
+        amount: u64,
+        #[arg(long, value_enum, default_value = "fig9")]
+        flow: PayFlowArg,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Upload usage records and take new list bundles.
+    Sync {
+        #[arg(long)]
+        dir: PathBuf,
+        /// A center directory on this machine: upload, acknowledge and fetch lists in one go.
+        #[arg(long)]
+        center: Option<PathBuf>,
+        /// Write the next batch to upload here (kept until --acked).
+        #[arg(long)]
+        upload: Option<PathBuf>,
+        /// The center ingested this batch id (hex): drop it from the outbox.
+        #[arg(long)]
+        acked: Option<String>,
+        /// Load this list bundle file.
+        #[arg(long)]
+        lists: Option<PathBuf>,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CardCmd {
+    /// The card's public state (GET STATUS, GET CERTIFICATE).
+    Show {
+        #[arg(long)]
+        card: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Work here instead of a fresh temporary directory (must not exist or be empty).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Key size of every key in the demo.
+    #[arg(long, default_value_t = esign::DEFAULT_BITS)]
+    bits: usize,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+/// A refusal is an outcome (exit 1); anything else stays an error (exit 2).
+fn settle<T>(r: Result<T, Fail>, json_ok: impl FnOnce(&T) -> (String, serde_json::Value)) -> kessai::Result<Outcome> {
+    match r {
+        Ok(v) => {
+            let (text, json) = json_ok(&v);
+            Ok(ok(text, json))
+        }
+        Err(Fail::Refused { step, reason }) => Ok(Outcome {
+            text: format!("refused at {step}: {reason}"),
+            json: json!({"ok": false, "refused": {"step": step, "reason": reason}}),
+            code: 1,
+        }),
+        Err(Fail::Error(e)) => Err(e),
+    }
+}
+
+fn in_file(path: &Path) -> impl Fn(Fail) -> Fail + '_ {
+    move |f| match f {
+        Fail::Error(e) => Fail::Error(e.in_file(path)),
+        r => r,
+    }
+}
+
+pub fn center(cmd: CenterCmd) -> kessai::Result<Outcome> {
+    let now = unix_now();
+    match cmd {
+        CenterCmd::Init { dir, bits, list_max_age_days } => {
+            if !esign::KEYGEN_BITS.contains(&bits) {
+                return Err(Error::usage(format!("--bits {bits}: expected one of {:?}", esign::KEYGEN_BITS)));
+            }
+            if list_max_age_days == 0 {
+                return Err(Error::usage("--list-max-age-days 0: lists must live at least a day"));
+            }
+            let config = CenterConfig { bits, list_max_age: list_max_age_days * DAY, ..Default::default() };
+            let c = Center::init(&dir, config, now)?;
+            Ok(ok(
+                format!("center in {} (master key {} bits, index {}), list version 1 issued", dir.display(), bits, c.config().master_index),
+                json!({"dir": dir, "bits": bits, "master_index": c.config().master_index, "list_version": 1}),
+            ))
+        }
+        CenterCmd::EnrollTerminal { dir, terminal_dir, backend } => {
+            let mut c = Center::open(&dir)?;
+            let accel = open_backend(&backend)?;
+            let e = c.enroll_terminal(now)?;
+            settle(Terminal::install(&terminal_dir, &e, accel, now), |t| {
+                (
+                    format!("terminal {} installed in {} (backend {})", t.idt(), terminal_dir.display(), t.backend()),
+                    json!({"idt": t.idt(), "dir": terminal_dir, "backend": t.backend(), "list_version": t.list_version()}),
+                )
+            })
+        }
+        CenterCmd::IssueCard { dir, card, bits, value, idc } => {
+            let mut c = Center::open(&dir)?;
+            let bits = bits.unwrap_or(c.config().bits);
+            if !esign::KEYGEN_BITS.contains(&bits) {
+                return Err(Error::usage(format!("--bits {bits}: expected one of {:?}", esign::KEYGEN_BITS)));
+            }
+            if value == Some(0) {
+                return Err(Error::usage("--value 0: leave it out to issue an empty card"));
+            }
+            let mut u = Card::manufacture(&card)?;
+            let d = Dispenser::new(idc);
+            let r = d.issue_card(&mut c, &mut u, bits, now).and_then(|i| match value {
+                Some(v) => d.load(&mut c, &mut u, v, LoadFlow::Fig7, now).map(|l| (i, l.v_new)),
+                None => Ok((i, 0)),
+            });
+            settle(r, |(i, v)| {
+                (
+                    format!("card {} issued in {} ({} bits), value {v}", i.idu, card.display(), i.bits),
+                    json!({"idu": i.idu, "card": card, "bits": i.bits, "expires": i.expires, "value": v}),
+                )
+            })
+        }
+        CenterCmd::Load { dir, card, amount, flow, idc } => {
+            if amount == 0 {
+                return Err(Error::usage("--amount 0: expected at least 1 minor unit"));
+            }
+            let mut c = Center::open(&dir)?;
+            let mut u = Card::open(&card)?;
+            let flow = match flow {
+                LoadFlowArg::Fig7 => LoadFlow::Fig7,
+                LoadFlowArg::Fig4c => LoadFlow::Fig4c,
+            };
+            settle(Dispenser::new(idc).load(&mut c, &mut u, amount, flow, now), |l| {
+                (
+                    format!("card {}: {} -> {} ({})", l.idu, l.v_old, l.v_new, l.flow),
+                    serde_json::to_value(l).expect("serializable"),
+                )
+            })
+        }
+        CenterCmd::Ingest { dir, batch } => {
+            let mut c = Center::open(&dir)?;
+            let bytes = std::fs::read(&batch).map_err(|e| Error::io(&batch, e))?;
+            // Fault injection for the crash test: die inside the transaction, before the commit.
+            let mut hook = || {
+                if std::env::var("KESSAI_FAULT").as_deref() == Ok("ingest-before-commit") {
+                    std::process::abort();
+                }
+                Ok(())
+            };
+            settle(c.ingest_with(&bytes, now, &mut hook).map_err(in_file(&batch)), |r| {
+                (
+                    format!(
+                        "batch {} from terminal {}: {} records{}{}",
+                        r.batch_id,
+                        r.idt,
+                        r.records,
+                        if r.duplicate { ", already ingested (counted once)" } else { "" },
+                        if r.clones.is_empty() { String::new() } else { format!(", COPIED CARDS {:?}", r.clones) }
+                    ),
+                    serde_json::to_value(r).expect("serializable"),
+                )
+            })
+        }
+        CenterCmd::Lists { dir, lost, out } => {
+            let mut c = Center::open(&dir)?;
+            for idu in &lost {
+                c.report_lost(*idu)?;
+            }
+            let signed = c.issue_lists(now)?;
+            let b = kessai::messages::ListBundle::parse(&signed.body).map_err(Error::from)?;
+            if let Some(out) = &out {
+                write_atomic(out, &signed.to_bytes())?;
+            }
+            Ok(ok(
+                format!(
+                    "list version {}: {} invalid, {} lost cards, {} troubled terminals; expires {}{}",
+                    b.version,
+                    b.invalid.len(),
+                    b.lost.len(),
+                    b.troubled.len(),
+                    b.expires,
+                    out.as_ref().map(|o| format!("; written to {}", o.display())).unwrap_or_default()
+                ),
+                json!({"version": b.version, "invalid": b.invalid, "lost": b.lost, "troubled": b.troubled.len(), "issued": b.issued, "expires": b.expires, "out": out}),
+            ))
+        }
+        CenterCmd::Report { dir } => {
+            let c = Center::open(&dir)?;
+            let r = c.report()?;
+            let mut text = format!(
+                "master key {} ({} bits); {} terminals; {} batches, {} usage records; list version {}\n",
+                r.master_index,
+                r.master_bits,
+                r.terminals.len(),
+                r.batches,
+                r.usage_records,
+                r.list_version.map_or("-".into(), |v| v.to_string())
+            );
+            text.push_str(&format!("{:>10}  {:<8}  {:>12}  {:>6}  reason\n", "IDU", "status", "last value", "uses"));
+            for card in &r.cards {
+                text.push_str(&format!(
+                    "{:>10}  {:<8}  {:>12}  {:>6}  {}\n",
+                    card.idu,
+                    card.status,
+                    card.last_value.map_or("-".into(), |v| v.to_string()),
+                    card.usage_records,
+                    card.reason.clone().unwrap_or_default()
+                ));
+            }
+            Ok(ok(text, serde_json::to_value(&r).expect("serializable")))
+        }
+    }
+}
+
+pub fn terminal(cmd: TerminalCmd) -> kessai::Result<Outcome> {
+    let now = unix_now();
+    match cmd {
+        TerminalCmd::Pay { dir, card, amount, flow, backend } => {
+            if amount == 0 {
+                return Err(Error::usage("--amount 0: expected at least 1 minor unit"));
+            }
+            let mut u = Card::open(&card)?;
+            let accel = open_backend(&backend)?;
+            let flow = match flow {
+                PayFlowArg::Fig9 => PayFlow::Fig9,
+                PayFlowArg::Fig5 => PayFlow::Fig5,
+            };
+            let r = Terminal::open(&dir, accel).and_then(|mut t| t.pay(&mut u, amount, flow, now));
+            settle(r, |r| {
+                (
+                    format!(
+                        "paid {} from card {} at terminal {}: {} -> {} ({} signature checks in {} batch(es) on {})",
+                        r.amount, r.idu, r.idt, r.v_before, r.v_after, r.checks, r.batches, r.backend
+                    ),
+                    serde_json::to_value(r).expect("serializable"),
+                )
+            })
+        }
+        TerminalCmd::Sync { dir, center, upload, acked, lists, backend } => {
+            if center.is_none() && upload.is_none() && acked.is_none() && lists.is_none() {
+                return Err(Error::usage("terminal sync: give --center DIR, or --upload FILE / --acked ID / --lists FILE"));
+            }
+            let acked = acked
+                .map(|a| {
+                    hex::decode(&a)
+                        .ok()
+                        .and_then(|v| <[u8; 16]>::try_from(v).ok())
+                        .ok_or_else(|| Error::usage(format!("--acked {a:?}: expected a batch id of 32 hex digits")))
+                })
+                .transpose()?;
+            let lists_bundle = lists
+                .as_ref()
+                .map(|p| {
+                    let b = std::fs::read(p).map_err(|e| Error::io(p, e))?;
+                    Signed::from_bytes(&b, "list bundle").map_err(|e| Error::input(p, e.0))
+                })
+                .transpose()?;
+            let accel = open_backend(&backend)?;
+            let mut t = match Terminal::open(&dir, accel) {
+                Ok(t) => t,
+                Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
+            };
+            let mut out = json!({"idt": t.idt()});
+            let mut text = Vec::new();
+            if let Some(id) = acked {
+                t.ack_batch(&id)?;
+                text.push(format!("batch {} acknowledged", hex::encode(id)));
+                out["acked"] = json!(hex::encode(id));
+            }
+            if let Some(path) = &upload {
+                match t.export_batch(now)? {
+                    Some((id, bytes)) => {
+                        write_atomic(path, &bytes)?;
+                        text.push(format!("batch {} written to {}", hex::encode(id), path.display()));
+                        out["upload"] = json!({"batch_id": hex::encode(id), "file": path});
+                    }
+                    None => text.push("no usage records to upload".into()),
+                }
+            }
+            if let Some(signed) = &lists_bundle {
+                let p = lists.as_ref().expect("given");
+                match t.load_lists(signed, now).map_err(in_file(p)) {
+                    Ok(l) => {
+                        text.push(format!("list version {} loaded into the accelerator ({} cards)", l.version, l.cards));
+                        out["lists"] = serde_json::to_value(&l).expect("serializable");
+                    }
+                    Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
+                }
+            }
+            if let Some(cdir) = &center {
+                let mut c = Center::open(cdir)?;
+                match t.sync_with(&mut c, now) {
+                    Ok(r) => {
+                        for u in &r.uploaded {
+                            text.push(format!(
+                                "uploaded batch {} ({} records){}",
+                                u.batch_id,
+                                u.records,
+                                if u.clones.is_empty() { String::new() } else { format!(", center found copied cards {:?}", u.clones) }
+                            ));
+                        }
+                        text.push(format!("list version {}", r.list_version.map_or("-".into(), |v| v.to_string())));
+                        out["sync"] = serde_json::to_value(&r).expect("serializable");
+                    }
+                    Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
+                }
+            }
+            Ok(ok(text.join("\n"), out))
+        }
+    }
+}
+
+pub fn card(cmd: CardCmd) -> kessai::Result<Outcome> {
+    match cmd {
+        CardCmd::Show { card } => {
+            let mut u = Card::open(&card)?;
+            let mut c = CardClient::new(&mut u);
+            let s = c.status().map_err(|e| Error::input(&card, e.to_string()))?;
+            let cert = if s.stage == "issued" { c.certificate().ok() } else { None };
+            let mut j = serde_json::to_value(&s).expect("serializable");
+            if let Some(cert) = &cert {
+                j["expires"] = json!(cert.expires);
+                j["key_bits"] = json!(cert.key.modulus_bits());
+                j["master_index"] = json!(cert.master_index);
+            }
+            Ok(ok(
+                format!(
+                    "card {} ({}): value {}, state {}, last {}{}",
+                    s.idu.map_or("-".into(), |i| i.to_string()),
+                    s.stage,
+                    s.value,
+                    s.seq,
+                    s.provenance,
+                    if s.locked { format!(", LOCKED (abnormality {})", s.abnormality) } else { String::new() }
+                ),
+                j,
+            ))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kessai demo
+
+struct Step {
+    name: String,
+    expected: &'static str,
+    got: String,
+    ok: bool,
+    millis: u128,
+}
+
+struct Demo {
+    steps: Vec<Step>,
+    live: bool,
+}
+
+impl Demo {
+    fn step(&mut self, name: impl Into<String>, expected: &'static str, f: impl FnOnce() -> Result<String, String>) -> bool {
+        let name = name.into();
+        let t = Instant::now();
+        let r = f();
+        let millis = t.elapsed().as_millis();
+        let (ok, got) = match r {
+            Ok(g) => (true, g),
+            Err(g) => (false, g),
+        };
+        if self.live {
+            println!("{:>2}. {:<56} {} {}  ({millis} ms)", self.steps.len() + 1, name, if ok { "ok  " } else { "FAIL" }, got);
+        }
+        self.steps.push(Step { name, expected, got, ok, millis });
+        ok
+    }
+}
+
+fn paid(r: Result<kessai::terminal::Receipt, Fail>) -> Result<String, String> {
+    match r {
+        Ok(r) => Ok(format!("{} -> {}, {} checks in {} batch", r.v_before, r.v_after, r.checks, r.batches)),
+        Err(e) => Err(format!("unexpected: {e}")),
+    }
+}
+
+fn refused(r: Result<impl std::fmt::Debug, Fail>, needle: &str) -> Result<String, String> {
+    match r {
+        Err(Fail::Refused { step, reason }) if reason.contains(needle) || step.contains(needle) => Ok(format!("refused: {reason}")),
+        Err(e) => Err(format!("wrong reason: {e}")),
+        Ok(v) => Err(format!("accepted, expected a refusal: {v:?}")),
+    }
+}
+
+pub fn demo(args: DemoArgs, json_out: bool) -> kessai::Result<Outcome> {
+    if !esign::KEYGEN_BITS.contains(&args.bits) {
+        return Err(Error::usage(format!("--bits {}: expected one of {:?}", args.bits, esign::KEYGEN_BITS)));
+    }
+    let spec_name = format!("{:?}", args.backend.backend).to_lowercase();
+    let (dir, temp) = match &args.dir {
+        Some(d) => {
+            if d.exists() && std::fs::read_dir(d).map_err(|e| Error::io(d, e))?.next().is_some() {
+                return Err(Error::input(d, "not empty; the demo needs a fresh directory"));
+            }
+            (d.clone(), false)
+        }
+        None => {
+            let id = hex::encode(kessai::messages::random_bytes::<6>()?);
+            (std::env::temp_dir().join(format!("kessai-demo-{id}")), true)
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let started = Instant::now();
+    // One accelerator, handed from terminal to terminal as each one starts (a power-up reloads
+    // nA and that terminal's own lists).
+    let mut accel = Some(open_backend(&args.backend)?);
+    let backend_name = accel.as_ref().expect("opened").name();
+    let live = !json_out;
+    if live {
+        println!(
+            "kessai demo: every terminal signature check runs on the accelerator backend `{spec_name}` ({backend_name}); ESIGN-{} keys; in {}",
+            args.bits,
+            dir.display()
+        );
+    }
+    let mut d = Demo { steps: Vec::new(), live };
+    let r = run_demo(&mut d, &dir, args.bits, &mut accel);
+    let total = started.elapsed();
+    if temp {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    r?;
+    let failed: Vec<String> =
+        d.steps.iter().enumerate().filter(|(_, s)| !s.ok).map(|(i, s)| format!("step {} ({}): {}", i + 1, s.name, s.got)).collect();
+    let mut table = format!("\n{:>3}  {:<56}  {:<9}  {:>7}  result\n", "#", "step", "expected", "ms");
+    for (i, s) in d.steps.iter().enumerate() {
+        table.push_str(&format!(
+            "{:>3}  {:<56}  {:<9}  {:>7}  {}\n",
+            i + 1,
+            s.name,
+            s.expected,
+            s.millis,
+            if s.ok { "as expected" } else { "FAILED" }
+        ));
+    }
+    table.push_str(&format!(
+        "{} of {} steps as expected in {:.1} s (backend {backend_name}, ESIGN-{})",
+        d.steps.len() - failed.len(),
+        d.steps.len(),
+        total.as_secs_f64(),
+        args.bits
+    ));
+    let json = json!({
+        "ok": failed.is_empty(),
+        "backend": backend_name,
+        "bits": args.bits,
+        "seconds": total.as_secs_f64(),
+        "steps": d.steps.iter().map(|s| json!({"step": s.name, "expected": s.expected, "ok": s.ok, "result": s.got, "ms": s.millis as u64})).collect::<Vec<_>>(),
+        "failed": failed,
+    });
+    if failed.is_empty() {
+        Ok(ok(table, json))
+    } else {
+        if live {
+            println!("{table}");
+        }
+        Ok(Outcome { text: format!("demo failed: {}", failed.join("; ")), json, code: 1 })
+    }
+}
+
+fn run_demo(d: &mut Demo, dir: &Path, bits: usize, accel: &mut Option<Box<dyn Accelerator>>) -> kessai::Result<()> {
+    let now = unix_now();
+    let cdir = dir.join("center");
+    let (ta, tb) = (dir.join("terminal-a"), dir.join("terminal-b"));
+    let (u1, u2, u1c) = (dir.join("card-1.eeprom"), dir.join("card-2.eeprom"), dir.join("card-1-copy.eeprom"));
+    let config = CenterConfig { bits, ..Default::default() };
+    let mut center = Center::init(&cdir, config, now)?;
+    d.step("center: master key nA, database, list v1", "ok", || Ok(format!("master key {bits} bits")));
+
+    // Start terminal `t` on the shared accelerator, run `f`, shut it down again.
+    fn with_terminal<T>(
+        accel: &mut Option<Box<dyn Accelerator>>,
+        dir: &Path,
+        f: impl FnOnce(&mut Terminal) -> Result<T, Fail>,
+    ) -> Result<T, Fail> {
+        let a = accel.take().ok_or_else(|| Fail::Error(Error::Accel("accelerator lost in an earlier step".into())))?;
+        match Terminal::open(dir, a) {
+            Ok(mut t) => {
+                let r = f(&mut t);
+                *accel = Some(t.into_accelerator());
+                r
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    for (name, tdir) in [("A", &ta), ("B", &tb)] {
+        let ok = d.step(format!("enroll terminal {name} (Fig. 4A)"), "ok", || match center
+            .enroll_terminal(now)
+            .map_err(Fail::from)
+            .and_then(|e| Terminal::install(tdir, &e, accel.take().expect("accelerator present"), now))
+        {
+            Ok(t) => {
+                let idt = t.idt();
+                *accel = Some(t.into_accelerator());
+                Ok(format!("IDT {idt}, SA(nT * IDT) verified on the accelerator"))
+            }
+            Err(e) => Err(e.to_string()),
+        });
+        if !ok {
+            return Ok(());
+        }
+    }
+    let disp = Dispenser::new(1);
+    let mut card1 = Card::manufacture(&u1)?;
+    let mut card2 = Card::manufacture(&u2)?;
+    for (name, card) in [("card 1", &mut card1), ("card 2", &mut card2)] {
+        d.step(format!("issue {name} (Fig. 4B, key made on the card)"), "ok", || {
+            disp.issue_card(&mut center, card, bits, now).map(|i| format!("IDU {}", i.idu)).map_err(|e| e.to_string())
+        });
+    }
+    d.step("load 10000 on card 1 (Fig. 7, online, nonces)", "ok", || {
+        let r = disp.load(&mut center, &mut card1, 10_000, LoadFlow::Fig7, now);
+        r.map(|l| format!("{} -> {}", l.v_old, l.v_new)).map_err(|e| e.to_string())
+    });
+    d.step("load 5000 on card 2 (Fig. 4C)", "ok", || {
+        let r = disp.load(&mut center, &mut card2, 5_000, LoadFlow::Fig4c, now);
+        r.map(|l| format!("{} -> {}", l.v_old, l.v_new)).map_err(|e| e.to_string())
+    });
+
+    d.step("pay 1200 with card 1 at terminal A (Fig. 9)", "ok", || paid(with_terminal(accel, &ta, |t| t.pay(&mut card1, 1_200, PayFlow::Fig9, now))));
+    d.step("pay 300 with card 1 at terminal B (checks A's ST)", "ok", || paid(with_terminal(accel, &tb, |t| t.pay(&mut card1, 300, PayFlow::Fig9, now))));
+    d.step("pay 500 with card 2 at terminal A (Fig. 5)", "ok", || paid(with_terminal(accel, &ta, |t| t.pay(&mut card2, 500, PayFlow::Fig5, now))));
+    d.step("pay 9999 with card 2 (holds 4500) at terminal B", "refused", || refused(with_terminal(accel, &tb, |t| t.pay(&mut card2, 9_999, PayFlow::Fig9, now)), "service costs"));
+
+    std::fs::copy(&u1, &u1c).map_err(|e| Error::io(&u1c, e))?;
+    let mut copy = Card::open(&u1c)?;
+    d.step("copy card 1's EEPROM (keys and value) to a second card", "ok", || Ok("card-1-copy.eeprom".into()));
+    d.step("pay 100 with card 1 at terminal A", "ok", || paid(with_terminal(accel, &ta, |t| t.pay(&mut card1, 100, PayFlow::Fig9, now))));
+    d.step("pay 100 with the copy at terminal B (offline)", "ok", || paid(with_terminal(accel, &tb, |t| t.pay(&mut copy, 100, PayFlow::Fig9, now))));
+
+    // An altered terminal tries to raise card 2's value.
+    d.step("altered terminal A sends V' = 50000 > V to card 2", "refused", || {
+        let r = with_terminal(accel, &ta, |t| t.pay_with_value(&mut card2, 50_000, now));
+        let s = CardClient::new(&mut card2).status().map_err(|e| e.to_string())?;
+        match r {
+            Err(Fail::Refused { .. }) if s.locked && s.abnormality == kessai::card::ABNORMAL_VALUE_RISE && s.value == 4_500 => {
+                Ok(format!("card locked, abnormality code {}, value still {}", s.abnormality, s.value))
+            }
+            other => Err(format!("{other:?}, card {s:?}")),
+        }
+    });
+
+    d.step("terminal A uploads its usage records", "ok", || {
+        with_terminal(accel, &ta, |t| t.sync_with(&mut center, now)).map(|s| format!("{} batch(es), {} records", s.uploaded.len(), s.uploaded.iter().map(|u| u.records).sum::<usize>()))
+            .map_err(|e| e.to_string())
+    });
+    let r = with_terminal(accel, &tb, |t| {
+        let (id, bytes) = t.export_batch(now)?.ok_or_else(|| Fail::refused("upload", "nothing to upload"))?;
+        let first = center.ingest(&bytes, now)?;
+        let again = center.ingest(&bytes, now)?;
+        t.ack_batch(&id)?;
+        Ok((first, again))
+    });
+    let idu1 = CardClient::new(&mut card1).status().ok().and_then(|s| s.idu).unwrap_or(0);
+    let (first, again) = match r {
+        Ok(v) => (Some(v.0), Some(v.1)),
+        Err(e) => {
+            d.step("terminal B uploads; the center finds the copy", "clone", || Err(e.to_string()));
+            (None, None)
+        }
+    };
+    if let (Some(first), Some(again)) = (first, again) {
+        d.step("terminal B uploads; the center finds the copy", "clone", || {
+            if first.clones == vec![idu1] {
+                Ok(format!("h seen twice: card {idu1} goes on the invalid-card list"))
+            } else {
+                Err(format!("clones found: {:?}", first.clones))
+            }
+        });
+        d.step("terminal B uploads the same batch again", "once", || {
+            if again.duplicate && again.clones.is_empty() {
+                Ok("duplicate batch id: counted once".into())
+            } else {
+                Err(format!("{again:?}"))
+            }
+        });
+    }
+    d.step("center signs list bundle v2", "ok", || {
+        let s = center.issue_lists(now).map_err(|e| e.to_string())?;
+        let b = kessai::messages::ListBundle::parse(&s.body).map_err(|e| e.0)?;
+        Ok(format!("version {}, invalid cards {:?}", b.version, b.invalid))
+    });
+    d.step("terminal B loads v2 into its accelerator's list memory", "ok", || match with_terminal(accel, &tb, |t| {
+        let s = t.sync_with(&mut center, now)?;
+        let hit = t.accelerator().list_lookup(ListKind::InvalidCards, idu1).map_err(|e| Error::Accel(e.to_string()))?;
+        Ok((s, hit))
+    }) {
+        Ok((s, hit)) if hit.found && s.list_version == Some(2) => Ok(format!("LIST_LOOKUP {idu1}: found, version {}", hit.version)),
+        Ok((s, hit)) => Err(format!("version {:?}, lookup {hit:?}", s.list_version)),
+        Err(e) => Err(e.to_string()),
+    });
+    d.step("pay 100 with the copy at terminal B", "refused", || refused(with_terminal(accel, &tb, |t| t.pay(&mut copy, 100, PayFlow::Fig9, now)), "invalid-card list"));
+    d.step("pay 100 with card 1 at terminal B", "refused", || refused(with_terminal(accel, &tb, |t| t.pay(&mut card1, 100, PayFlow::Fig9, now)), "invalid-card list"));
+    let report = center.report()?;
+    d.step("center report", "ok", || {
+        Ok(format!("{} cards, {} usage records, {} clone(s), list v{}", report.cards.len(), report.usage_records, report.clones.len(), report.list_version.unwrap_or(0)))
+    });
+    Ok(())
+}

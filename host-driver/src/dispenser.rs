@@ -1,0 +1,137 @@
+//! The card dispenser (party D): issues cards (Fig. 4B) and loads value (Fig. 4C, and the
+//! online recharge with nonces of Fig. 7), relaying to the center. It talks to the card only in
+//! APDUs and checks what the card shows it in software (a dispenser is not the terminal); the
+//! center checks everything again before it signs.
+
+use crate::apdu::{sw, CardLink};
+use crate::card::{CardClient, CardError};
+use crate::center::{Center, LoadRequest, RechargeRequest};
+use crate::messages::*;
+
+/// A card's answer, as a refusal naming the step.
+fn card_fail(step: &'static str, e: CardError) -> Fail {
+    match e {
+        CardError::Status(s) if s == sw::MEMORY_FAILURE => {
+            Fail::refused(step, "the card's write was interrupted; it holds the old state or the new one")
+        }
+        e => Fail::refused(step, e.to_string()),
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Issued {
+    pub idu: u64,
+    pub bits: usize,
+    pub expires: u64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Loaded {
+    pub idu: u64,
+    pub flow: &'static str,
+    pub v_old: u64,
+    pub v_new: u64,
+}
+
+/// Which load flow to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadFlow {
+    /// Fig. 4C: SA(V * IDU), bound to the card's state sequence number.
+    Fig4c,
+    /// Fig. 7: online recharge with the dispenser's Y and the card's X.
+    Fig7,
+}
+
+pub struct Dispenser {
+    /// IDC: the dispenser / issuing company.
+    pub idc: u64,
+}
+
+impl Dispenser {
+    pub fn new(idc: u64) -> Self {
+        Dispenser { idc }
+    }
+
+    /// Fig. 4B: the card makes its key pair, the center certifies nU under a new IDU, and the
+    /// card checks the certificate with nA before storing it.
+    pub fn issue_card(&self, center: &mut Center, card: &mut dyn CardLink, bits: usize, now: u64) -> Result<Issued, Fail> {
+        let mut c = CardClient::new(card);
+        let nu = c.generate_key(bits).map_err(|e| card_fail("GENERATE KEY", e))?;
+        let cert = center.certify_card(&nu, now)?;
+        c.personalize(&center.master_public(), &cert).map_err(|e| card_fail("PERSONALIZE", e))?;
+        Ok(Issued { idu: cert.id, bits, expires: cert.expires })
+    }
+
+    /// U -> D: nU, IDU, SA(nU * IDU); D verifies with nA.
+    fn card_certificate(&self, center: &Center, c: &mut CardClient) -> Result<Certificate, Fail> {
+        let cert = c.certificate().map_err(|e| card_fail("GET CERTIFICATE", e))?;
+        let check = cert.check(&center.master_public()).map_err(|e| Fail::refused("card certificate", e.0))?;
+        check.verify_sw().map_err(|e| Fail::refused("card certificate", format!("{}: {e}", check.what)))?;
+        Ok(cert)
+    }
+
+    /// Adds `amount` to the card's value by `flow`.
+    pub fn load(&self, center: &mut Center, card: &mut dyn CardLink, amount: u64, flow: LoadFlow, now: u64) -> Result<Loaded, Fail> {
+        if amount == 0 {
+            return Err(Fail::Error(crate::Error::usage("amount 0: a load adds at least 1 minor unit")));
+        }
+        match flow {
+            LoadFlow::Fig4c => self.load_fig4c(center, card, amount, now),
+            LoadFlow::Fig7 => self.recharge_fig7(center, card, amount, now),
+        }
+    }
+
+    /// Fig. 4C. The dispenser first has the card show its value against a fresh challenge R
+    /// (so the center can add to a value it has checked), then D -> U: V', SA(V' * IDU), IDC.
+    fn load_fig4c(&self, center: &mut Center, card: &mut dyn CardLink, amount: u64, now: u64) -> Result<Loaded, Fail> {
+        let mut c = CardClient::new(card);
+        let cert = self.card_certificate(center, &mut c)?;
+        let r = nonce()?;
+        let answer = c.read_value(&r).map_err(|e| card_fail("READ VALUE", e))?;
+        let mut checks = vec![Check {
+            what: "SU(R * X * V)",
+            key: cert.key.clone(),
+            msg: card_value_body(cert.id, &r, &answer.x, answer.value),
+            sig: answer.su.clone(),
+        }];
+        checks.extend(answer.provenance.checks(&center.master_public(), cert.id, answer.value).map_err(|e| Fail::refused("provenance", e.0))?);
+        verify_all_sw(&checks).map_err(|e| Fail::refused("card value", e))?;
+        let v_old = answer.value;
+        let seq = answer.seq;
+        let req = LoadRequest { cert: cert.clone(), idc: self.idc, r, answer, amount };
+        let (v_new, sa) = center.authorize_load(&req, now)?;
+        c.load(self.idc, seq, v_new, &sa).map_err(|e| card_fail("LOAD", e))?;
+        Ok(Loaded { idu: cert.id, flow: "fig4c", v_old, v_new })
+    }
+
+    /// Fig. 7. D -> U: Y, V', IDC; U -> D: X, SU(Y * X * V * V') and the provenance of V; D
+    /// verifies and relays to C; C -> D -> U: SA(Y * X * V' * IDU); U verifies and stores.
+    fn recharge_fig7(&self, center: &mut Center, card: &mut dyn CardLink, amount: u64, now: u64) -> Result<Loaded, Fail> {
+        let mut c = CardClient::new(card);
+        let cert = self.card_certificate(center, &mut c)?;
+        let status = c.status().map_err(|e| card_fail("GET STATUS", e))?;
+        let v_new = status
+            .value
+            .checked_add(amount)
+            .ok_or_else(|| Fail::refused("recharge", format!("value {} + {amount} overflows", status.value)))?;
+        let y = nonce()?;
+        let offer = c.recharge_init(self.idc, &y, v_new).map_err(|e| card_fail("RECHARGE INIT", e))?;
+        if offer.v_old.checked_add(amount) != Some(v_new) {
+            return Err(Fail::refused("RECHARGE INIT", format!("card showed {} after reporting {}", offer.v_old, status.value)));
+        }
+        let mut checks = vec![Check {
+            what: "SU(Y * X * V * V')",
+            key: cert.key.clone(),
+            msg: recharge_request_body(cert.id, self.idc, &y, &offer.x, offer.v_old, v_new),
+            sig: offer.su.clone(),
+        }];
+        checks.extend(offer.provenance.checks(&center.master_public(), cert.id, offer.v_old).map_err(|e| Fail::refused("provenance", e.0))?);
+        verify_all_sw(&checks).map_err(|e| Fail::refused("recharge request", e))?;
+        let v_old = offer.v_old;
+        let req = RechargeRequest { cert: cert.clone(), idc: self.idc, y, offer, amount };
+        let (signed_v, sa) = center.authorize_recharge(&req, now)?;
+        debug_assert_eq!(signed_v, v_new);
+        c.recharge_commit(&sa).map_err(|e| card_fail("RECHARGE COMMIT", e))?;
+        Ok(Loaded { idu: cert.id, flow: "fig7", v_old, v_new })
+    }
+}
