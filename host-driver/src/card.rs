@@ -64,7 +64,7 @@ impl Eeprom {
         let mut image = vec![0u8; EEPROM_LEN];
         image[..8].copy_from_slice(FILE_MAGIC);
         image[8..12].copy_from_slice(&(SLOT_SIZE as u32).to_be_bytes());
-        crate::files::write_atomic(path, &image)?;
+        crate::files::write_atomic_private(path, &image)?;
         Self::open(path)
     }
 

@@ -14,7 +14,7 @@ use sha2::Digest;
 use crate::card::{RechargeOffer, ValueAnswer};
 use crate::crypto::{esign, keyfile};
 use crate::error::{Error, Result};
-use crate::files::write_atomic;
+use crate::files::{write_atomic, write_atomic_private};
 use crate::messages::*;
 
 pub const DB_FILE: &str = "center.db";
@@ -153,7 +153,7 @@ impl Center {
             return Err(Error::input(dir, "already holds a center; refusing to overwrite it"));
         }
         config.bits = key.public_key().modulus_bits();
-        write_atomic(&dir.join(KEY_FILE), &keyfile::esign_private_to_der(&key))?;
+        write_atomic_private(&dir.join(KEY_FILE), &keyfile::esign_private_to_der(&key))?;
         write_atomic(&dir.join(PUB_FILE), &keyfile::esign_public_to_der(key.public_key()))?;
         let db = Self::connect(&db_path)?;
         db.execute_batch(SCHEMA).map_err(db_err)?;

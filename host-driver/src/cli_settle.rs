@@ -472,6 +472,14 @@ pub fn card(cmd: CardCmd) -> kessai::Result<Outcome> {
 // ---------------------------------------------------------------------------------------------
 // kessai demo
 
+/// One line on stdout as it happens; a closed pipe (`| head`) is not an error worth a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 struct Step {
     name: String,
     expected: &'static str,
@@ -487,16 +495,19 @@ struct Demo {
 
 impl Demo {
     fn step(&mut self, name: impl Into<String>, expected: &'static str, f: impl FnOnce() -> Result<String, String>) -> bool {
-        let name = name.into();
         let t = Instant::now();
         let r = f();
-        let millis = t.elapsed().as_millis();
+        self.record(name, expected, r, t.elapsed().as_millis())
+    }
+
+    fn record(&mut self, name: impl Into<String>, expected: &'static str, r: Result<String, String>, millis: u128) -> bool {
+        let name = name.into();
         let (ok, got) = match r {
             Ok(g) => (true, g),
             Err(g) => (false, g),
         };
         if self.live {
-            println!("{:>2}. {:<56} {} {}  ({millis} ms)", self.steps.len() + 1, name, if ok { "ok  " } else { "FAIL" }, got);
+            say(&format!("{:>2}. {:<56} {} {}  ({millis} ms)", self.steps.len() + 1, name, if ok { "ok  " } else { "FAIL" }, got));
         }
         self.steps.push(Step { name, expected, got, ok, millis });
         ok
@@ -543,11 +554,11 @@ pub fn demo(args: DemoArgs, json_out: bool) -> kessai::Result<Outcome> {
     let backend_name = accel.as_ref().expect("opened").name();
     let live = !json_out;
     if live {
-        println!(
+        say(&format!(
             "kessai demo: every terminal signature check runs on the accelerator backend `{spec_name}` ({backend_name}); ESIGN-{} keys; in {}",
             args.bits,
             dir.display()
-        );
+        ));
     }
     let mut d = Demo { steps: Vec::new(), live };
     let r = run_demo(&mut d, &dir, args.bits, &mut accel);
@@ -588,7 +599,7 @@ pub fn demo(args: DemoArgs, json_out: bool) -> kessai::Result<Outcome> {
         Ok(ok(table, json))
     } else {
         if live {
-            println!("{table}");
+            say(&table);
         }
         Ok(Outcome { text: format!("demo failed: {}", failed.join("; ")), json, code: 1 })
     }
@@ -600,8 +611,10 @@ fn run_demo(d: &mut Demo, dir: &Path, bits: usize, accel: &mut Option<Box<dyn Ac
     let (ta, tb) = (dir.join("terminal-a"), dir.join("terminal-b"));
     let (u1, u2, u1c) = (dir.join("card-1.eeprom"), dir.join("card-2.eeprom"), dir.join("card-1-copy.eeprom"));
     let config = CenterConfig { bits, ..Default::default() };
+    let t0 = Instant::now();
     let mut center = Center::init(&cdir, config, now)?;
-    d.step("center: master key nA, database, list v1", "ok", || Ok(format!("master key {bits} bits")));
+    let keygen_ms = t0.elapsed().as_millis();
+    d.record("center: master key nA, database, list v1", "ok", Ok(format!("master key {bits} bits")), keygen_ms);
 
     // Start terminal `t` on the shared accelerator, run `f`, shut it down again.
     fn with_terminal<T>(

@@ -25,7 +25,7 @@ use crate::card::{CardClient, CardError};
 use crate::center::{Center, Enrollment, IngestReport};
 use crate::crypto::{esign, keyfile, VerifyError};
 use crate::error::{Error, Result};
-use crate::files::write_atomic;
+use crate::files::{write_atomic, write_atomic_private};
 use crate::messages::*;
 
 pub const STATE_FILE: &str = "terminal.json";
@@ -192,7 +192,7 @@ impl Terminal {
         };
         t.check_own_certificate()?;
         std::fs::create_dir_all(dir).map_err(|err| Error::io(dir, err))?;
-        write_atomic(&dir.join(KEY_FILE), &keyfile::esign_private_to_der(&e.key))?;
+        write_atomic_private(&dir.join(KEY_FILE), &keyfile::esign_private_to_der(&e.key))?;
         write_json(&dir.join(USAGE_FILE), &t.usage)?;
         write_json(&dir.join(STATE_FILE), &t.state)?;
         t.load_lists(&e.lists, now)?;

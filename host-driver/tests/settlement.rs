@@ -615,3 +615,26 @@ fn malformed_apdus_change_nothing() {
     assert_eq!(std::fs::read(card.path()).unwrap(), before);
     assert_eq!(value(&mut card), 1_000);
 }
+
+#[test]
+fn a_board_with_too_few_key_slots_checks_one_by_one_and_expired_cards_are_refused() {
+    let mut w = World::new("slots");
+    let mut a = w.terminal("ta");
+    let mut card = w.card("u1", 1_000);
+    a.pay(&mut card, 1, PayFlow::Fig9, NOW).unwrap();
+    // Master plus one scratch slot: nU and nT^a cannot both be loaded for one batch.
+    let small: Box<dyn Accelerator> = Box::new(SoftwareAccelerator::new(2, 4096, 256));
+    let mut b = {
+        let e = w.center.enroll_terminal_with_key(keys()[2].clone(), NOW).unwrap();
+        Terminal::install(&w.p("tb"), &e, small, NOW).unwrap()
+    };
+    let r = b.pay(&mut card, 1, PayFlow::Fig9, NOW).unwrap();
+    assert_eq!((r.checks, r.batches), (4, 4));
+    let mut t = Tamper { card: &mut card, f: |i, r: &mut Response| if i == ins::PAY_AUTH { r.data = rewrite(&r.data, 3, |s| flip_last(s)) } };
+    refused(b.pay(&mut t, 1, PayFlow::Fig9, NOW), "SU(R * X * V)");
+    // Card certificates expire (5 years by default); the terminal's clock decides.
+    let later = NOW + 6 * 365 * 86_400;
+    let fresh = w.center.issue_lists(later - 10).unwrap();
+    a.load_lists(&fresh, later - 10).unwrap();
+    refused(a.pay(&mut card, 1, PayFlow::Fig9, later), "expired");
+}

@@ -52,7 +52,6 @@
 //! never unlocks it). Keys and lists stay. A verify run or lookup in flight finishes on its
 //! own; `Idle` waits for it before taking a request.
 
-use crate::frame_rx::*;
 use crate::key_store::KeyStore;
 use crate::list_memory::ListMemory;
 use crate::verify_unit::VerifyUnit;
@@ -400,6 +399,9 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
     }
 }
 
+// In `update` the command and status codes are literals (a Rust `const` would become an
+// undefined name in the generated Verilog): commands 0x01 INFO … 0x0A STATS and statuses 0x00 OK
+// … 0x0B BUSY as in the tables above and in `docs/frames.md`.
 impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, const LAW: usize>
     Logic for CommandEngine<VAW, L, KAW, SLOTS, LAW>
 {
@@ -441,7 +443,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         if self.b0.val().get_bit(0) {
             self.esize.next = 20.into();
         }
-        self.is_load.next = self.cmd.q.val() == CMD_LOAD_KEY;
+        self.is_load.next = self.cmd.q.val() == 0x02;
         self.w2.next = self.f_words.val() << 1;
         self.w4.next = self.f_words.val() << 2;
         self.vtot.next = (self.kw.val() + self.r32.val()) << 1;
@@ -461,7 +463,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.rel.next = false;
         self.rw_en_l.next = false;
         self.ks_rd_slot.next = self.b0.val();
-        if self.cmd.q.val() == CMD_LOCK_MASTER {
+        if self.cmd.q.val() == 0x03 {
             self.ks_rd_slot.next = 0.into();
         }
         self.ks_wr_index.next = self.widx.val();
@@ -490,7 +492,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.fv.next = 0.into();
         self.fnb.next = 4.into();
         self.nf.next = 0.into();
-        if self.cmd.q.val() == CMD_INFO {
+        if self.cmd.q.val() == 0x01 {
             self.nf.next = 9.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<64, 8>(1.into()) << 56;
@@ -518,7 +520,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             } else {
                 self.fv.next = bit_cast::<64, 32>(self.c_idle.val()) << 32;
             }
-        } else if self.cmd.q.val() == CMD_VERIFY {
+        } else if self.cmd.q.val() == 0x04 {
             self.nf.next = 2.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<64, 8>(self.verdict_q.q.val()) << 56;
@@ -526,15 +528,15 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             } else {
                 self.fv.next = bit_cast::<64, 32>(self.last_vc.q.val()) << 32;
             }
-        } else if self.cmd.q.val() == CMD_LIST_APPEND {
+        } else if self.cmd.q.val() == 0x06 {
             self.nf.next = 1.into();
             self.fv.next = bit_cast::<64, 16>(self.lm.staged.val()) << 48;
             self.fnb.next = 2.into();
-        } else if self.cmd.q.val() == CMD_LIST_COMMIT {
+        } else if self.cmd.q.val() == 0x07 {
             self.nf.next = 1.into();
             self.fv.next = bit_cast::<64, 16>(self.lm.count.val()) << 48;
             self.fnb.next = 2.into();
-        } else if self.cmd.q.val() == CMD_LIST_LOOKUP {
+        } else if self.cmd.q.val() == 0x08 {
             self.nf.next = 5.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<64, 1>(self.lm.found.val().into()) << 56;
@@ -549,7 +551,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             } else {
                 self.fv.next = bit_cast::<64, 32>(self.last_lc.q.val()) << 32;
             }
-        } else if self.cmd.q.val() == CMD_LIST_STATUS {
+        } else if self.cmd.q.val() == 0x09 {
             self.nf.next = 4.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<64, 16>(self.lm.count.val()) << 48;
@@ -563,7 +565,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.fv.next = bit_cast::<64, 1>(self.lm.full.val().into()) << 56;
                 self.fnb.next = 1.into();
             }
-        } else if self.cmd.q.val() == CMD_STATS {
+        } else if self.cmd.q.val() == 0x0A {
             self.nf.next = 12.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<64, 32>(self.st_ok.val()) << 32;
@@ -600,7 +602,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     self.seq.d.next = self.req_seq.val();
                     self.len.d.next = self.req_len.val();
                     self.held.d.next = true;
-                    self.status.d.next = ST_OK.into();
+                    self.status.d.next = 0x00.into();
                     self.ptr.d.next = 0.into();
                     self.state.d.next = EngState::Fetch;
                 }
@@ -626,94 +628,94 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.av.d.next = false;
                 self.eb.d.next = 0.into();
                 self.app_pend.d.next = false;
-                if (self.cmd.q.val() == CMD_INFO) || (self.cmd.q.val() == CMD_STATS) {
+                if (self.cmd.q.val() == 0x01) || (self.cmd.q.val() == 0x0A) {
                     if self.len.q.val() != 0 {
-                        self.status.d.next = ST_BAD_LENGTH.into();
+                        self.status.d.next = 0x02.into();
                     }
-                } else if self.cmd.q.val() == CMD_LOCK_MASTER {
+                } else if self.cmd.q.val() == 0x03 {
                     if self.len.q.val() != 0 {
-                        self.status.d.next = ST_BAD_LENGTH.into();
+                        self.status.d.next = 0x02.into();
                     } else if self.kw.val() == 0 {
-                        self.status.d.next = ST_NO_KEY.into();
+                        self.status.d.next = 0x09.into();
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd.q.val() == CMD_LOAD_KEY {
+                } else if self.cmd.q.val() == 0x02 {
                     if self.len.q.val() < 7 {
-                        self.status.d.next = ST_BAD_LENGTH.into();
+                        self.status.d.next = 0x02.into();
                     } else if self.b0.val() >= self.c_slots.val() {
-                        self.status.d.next = ST_BAD_SLOT.into();
+                        self.status.d.next = 0x05.into();
                     } else if (self.f_words.val() == 0)
                         || (self.f_words.val() > self.c_max_words.val())
                     {
-                        self.status.d.next = ST_BAD_SIZE.into();
+                        self.status.d.next = 0x07.into();
                     } else if self.len32.val() != self.w4.val() + 7 {
-                        self.status.d.next = ST_BAD_LENGTH.into();
+                        self.status.d.next = 0x02.into();
                     } else if (self.b0.val() == 0) && self.ks.locked.val() {
-                        self.status.d.next = ST_LOCKED.into();
+                        self.status.d.next = 0x06.into();
                     } else if self.f_e.val() == 0 {
-                        self.status.d.next = ST_BAD_PARAM.into();
+                        self.status.d.next = 0x08.into();
                     } else {
                         // n's last byte (its word 0's low byte) for the parity check
                         self.ptr.d.next = self.w2.val().get_bits::<16>(0) + 6;
                         self.state.d.next = EngState::LkPar;
                     }
-                } else if self.cmd.q.val() == CMD_VERIFY {
+                } else if self.cmd.q.val() == 0x04 {
                     if self.len.q.val() < 4 {
-                        self.status.d.next = ST_BAD_LENGTH.into();
+                        self.status.d.next = 0x02.into();
                     } else if self.b0.val() >= self.c_slots.val() {
-                        self.status.d.next = ST_BAD_SLOT.into();
+                        self.status.d.next = 0x05.into();
                     } else if self.kw.val() == 0 {
-                        self.status.d.next = ST_NO_KEY.into();
+                        self.status.d.next = 0x09.into();
                     } else if self.f_mode.val() > 1 {
-                        self.status.d.next = ST_BAD_PARAM.into();
+                        self.status.d.next = 0x08.into();
                     } else if (self.f_mode.val() == 1) && (self.f_shift.val() >= (self.kw.val() << 4)) {
-                        self.status.d.next = ST_BAD_PARAM.into();
+                        self.status.d.next = 0x08.into();
                     } else if self.len32.val() != self.vtot.val() + 4 {
-                        self.status.d.next = ST_BAD_LENGTH.into();
+                        self.status.d.next = 0x02.into();
                     } else {
                         self.ptr.d.next = 4.into();
                         self.ctot.d.next = self.vtot.val().get_bits::<16>(0);
                         self.cw.d.next = self.kw.val().get_bits::<16>(0);
                         self.state.d.next = EngState::Copy;
                     }
-                } else if (self.cmd.q.val() == CMD_LIST_CLEAR)
-                    || (self.cmd.q.val() == CMD_LIST_STATUS)
+                } else if (self.cmd.q.val() == 0x05)
+                    || (self.cmd.q.val() == 0x09)
                 {
                     if self.len.q.val() != 1 {
-                        self.status.d.next = ST_BAD_LENGTH.into();
+                        self.status.d.next = 0x02.into();
                     } else if self.b0.val() > 1 {
-                        self.status.d.next = ST_BAD_SLOT.into();
+                        self.status.d.next = 0x05.into();
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd.q.val() == CMD_LIST_COMMIT {
+                } else if self.cmd.q.val() == 0x07 {
                     if self.len.q.val() != 5 {
-                        self.status.d.next = ST_BAD_LENGTH.into();
+                        self.status.d.next = 0x02.into();
                     } else if self.b0.val() > 1 {
-                        self.status.d.next = ST_BAD_SLOT.into();
+                        self.status.d.next = 0x05.into();
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd.q.val() == CMD_LIST_LOOKUP {
+                } else if self.cmd.q.val() == 0x08 {
                     if self.len.q.val() != 9 {
-                        self.status.d.next = ST_BAD_LENGTH.into();
+                        self.status.d.next = 0x02.into();
                     } else if self.b0.val() > 1 {
-                        self.status.d.next = ST_BAD_SLOT.into();
+                        self.status.d.next = 0x05.into();
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd.q.val() == CMD_LIST_APPEND {
+                } else if self.cmd.q.val() == 0x06 {
                     if self.len.q.val() < 1 {
-                        self.status.d.next = ST_BAD_LENGTH.into();
+                        self.status.d.next = 0x02.into();
                     } else if self.b0.val() > 1 {
-                        self.status.d.next = ST_BAD_SLOT.into();
+                        self.status.d.next = 0x05.into();
                     } else {
                         self.rem.d.next = self.len.q.val() - 1;
                         self.state.d.next = EngState::AppLen;
                     }
                 } else {
-                    self.status.d.next = ST_UNKNOWN_CMD.into();
+                    self.status.d.next = 0x03.into();
                 }
             }
             // ---------------------------------------------------------------- LOAD_KEY
@@ -723,7 +725,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             }
             EngState::LkPar2 => {
                 if !self.rd_data.val().get_bit(0) {
-                    self.status.d.next = ST_BAD_PARAM.into();
+                    self.status.d.next = 0x08.into();
                     self.state.d.next = EngState::RWait;
                 } else {
                     self.ptr.d.next = 7.into();
@@ -840,7 +842,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     self.ptr.d.next = 1.into();
                     self.state.d.next = EngState::AppCopy;
                 } else if self.rem.q.val() < self.esize.val() {
-                    self.status.d.next = ST_BAD_LENGTH.into();
+                    self.status.d.next = 0x02.into();
                     self.state.d.next = EngState::RWait;
                 } else {
                     self.rem.d.next = self.rem.q.val() - self.esize.val();
@@ -877,20 +879,20 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             EngState::AppEnd => {
                 // the last append's full flag and staged count are visible now
                 if self.lm.full.val() {
-                    self.status.d.next = ST_LIST_FULL.into();
+                    self.status.d.next = 0x0A.into();
                 }
                 self.state.d.next = EngState::RWait;
             }
             // ---------------------------------------------------------------- one-strobe commands
             EngState::Exec => {
                 self.state.d.next = EngState::RWait;
-                if self.cmd.q.val() == CMD_LOCK_MASTER {
+                if self.cmd.q.val() == 0x03 {
                     self.ks_lock.next = true;
-                } else if self.cmd.q.val() == CMD_LIST_CLEAR {
+                } else if self.cmd.q.val() == 0x05 {
                     self.lm_clear.next = true;
-                } else if self.cmd.q.val() == CMD_LIST_COMMIT {
+                } else if self.cmd.q.val() == 0x07 {
                     self.lm_commit.next = true;
-                } else if self.cmd.q.val() == CMD_LIST_LOOKUP {
+                } else if self.cmd.q.val() == 0x08 {
                     self.lm_lookup.next = true;
                     self.cyc.d.next = 0.into();
                     self.state.d.next = EngState::LkWait;
@@ -920,7 +922,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.rw_en_l.next = true;
                 self.wa.d.next = 1.into();
                 self.fj.d.next = 0.into();
-                if (self.status.q.val() == ST_OK) && (self.nf.val() != 0) {
+                if (self.status.q.val() == 0x00) && (self.nf.val() != 0) {
                     self.state.d.next = EngState::RLoad;
                 } else {
                     self.state.d.next = EngState::RDone;
@@ -1029,8 +1031,10 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
 
 /// A software board: what every request must be answered (sequential requests, no BUSY).
 #[cfg(test)]
+#[allow(dead_code)]
 pub(crate) mod model {
     use super::*;
+    pub use crate::frame_rx::*;
     use crate::top::harness::Reply;
     use num_bigint::BigUint;
     use num_traits::Zero;

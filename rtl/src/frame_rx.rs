@@ -225,7 +225,7 @@ impl<const BAW: usize> Logic for FrameRx<BAW> {
         // ------------------------------------------------------------ defaults
         self.len_now.next = self.len_q.q.val() | bit_cast::<16, 8>(self.in_data.val());
         self.raise.next = false;
-        self.raise_st.next = ST_BAD_CRC.into();
+        self.raise_st.next = 0x01.into();
         self.wr_en.next = false;
         self.crc_clear.next = false;
         self.crc_strobe.next = false;
@@ -279,7 +279,7 @@ impl<const BAW: usize> Logic for FrameRx<BAW> {
                     self.drop_q.d.next = self.target_full.val();
                     if self.len_now.val() > self.max_payload.val() {
                         self.raise.next = true;
-                        self.raise_st.next = ST_TOO_LONG.into();
+                        self.raise_st.next = 0x04.into();
                         self.state.d.next = RxState::Hunt;
                     } else if self.len_now.val() == 0 {
                         self.state.d.next = RxState::CrcHi;
@@ -314,10 +314,10 @@ impl<const BAW: usize> Logic for FrameRx<BAW> {
                 self.state.d.next = RxState::Hunt;
                 if self.crc.crc.val() != 0 {
                     self.raise.next = true;
-                    self.raise_st.next = ST_BAD_CRC.into();
+                    self.raise_st.next = 0x01.into();
                 } else if self.drop_q.q.val() {
                     self.raise.next = true;
-                    self.raise_st.next = ST_BUSY.into();
+                    self.raise_st.next = 0x0B.into();
                 } else {
                     self.wr_buf.d.next = !self.wr_buf.q.val();
                     if self.wr_buf.q.val() {

@@ -25,7 +25,6 @@
 //! (the UART finishes its current byte).
 
 use crate::crc16::Crc16;
-use crate::frame_rx::{ST_BAD_CRC, ST_BUSY};
 use rust_hdl::prelude::*;
 
 #[derive(Copy, Clone, Debug, PartialEq, LogicState)]
@@ -202,9 +201,9 @@ impl Logic for FrameTx {
                 self.led.d.next = false;
             } else {
                 self.led.d.next = true;
-                if self.new_status.val() == ST_BAD_CRC {
+                if self.new_status.val() == 0x01 {
                     self.n_crc.d.next = self.n_crc.q.val() + 1;
-                } else if self.new_status.val() == ST_BUSY {
+                } else if self.new_status.val() == 0x0B {
                     self.n_busy.d.next = self.n_busy.q.val() + 1;
                 } else {
                     self.n_err.d.next = self.n_err.q.val() + 1;

@@ -244,6 +244,7 @@ impl<
 /// Frame-level test support shared by the frame-layer tests: request frames, reply parsing, a
 /// scripted host, and drivers for [`KessaiCore`] (byte ports) and [`KessaiTop`] (UART bits).
 #[cfg(test)]
+#[allow(dead_code)] // helpers for all frame-layer tests; not every test uses every field
 pub(crate) mod harness {
     use super::*;
     use std::collections::VecDeque;

@@ -33,8 +33,14 @@ pub fn cache_dir() -> Option<PathBuf> {
 }
 
 /// The full-size board the suites run: 8 lanes, 3072 bits, 4 clocks per bit.
+/// `KESSAI_SIM_VERILOG=FILE` makes the suites simulate that Verilog instead of generating it.
 pub fn board_spec(exe: &Path, noise: Option<(f64, u64)>) -> SimSpec {
+    let extra_args = match std::env::var_os("KESSAI_SIM_VERILOG") {
+        Some(v) => vec!["--verilog".to_string(), v.to_string_lossy().into_owned()],
+        None => Vec::new(),
+    };
     SimSpec {
+        extra_args,
         exe: Some(exe.to_path_buf()),
         lanes: Some(8),
         max_bits: Some(3072),

@@ -202,7 +202,7 @@ impl SimAccelerator {
         let speed = if sim.speed > 0.0 { sim.speed / 4.0 } else { 50_000.0 };
         let opts = SerialOptions {
             cycles_per_second: Some(speed),
-            timeout_floor: Duration::from_millis(500),
+            timeout_floor: Duration::from_millis(250),
             tries: 10,
             label: Some(format!("sim {}", sim.pty)),
             ..Default::default()

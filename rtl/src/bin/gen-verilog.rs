@@ -325,17 +325,7 @@ fn main() -> ExitCode {
         }
     };
     let aw = address_width(args.max_bits, args.lanes);
-    let Some(vu) = generate(aw, args.lanes) else {
-        eprintln!(
-            "gen-verilog: --max-bits {} with --lanes {} needs AW = {aw} (MAX_WORDS = {}), which is not built in; with --lanes {} --max-bits must be {}",
-            args.max_bits,
-            args.lanes,
-            args.lanes << aw,
-            args.lanes,
-            supported_bits(args.lanes)
-        );
-        return ExitCode::from(2);
-    };
+    let vu = generate(aw, args.lanes);
     let max_words = args.max_bits / 16;
     let cfg = TopConfig::new(max_words as u16, args.clock_hz, args.clocks_per_bit);
     let lists = args.list_capacity.unwrap_or(match args.max_bits {
@@ -343,7 +333,23 @@ fn main() -> ExitCode {
         4096 => 1024,
         _ => 256,
     });
-    let Some(top) = generate_top(args.max_bits, args.lanes, args.key_slots, lists, cfg) else {
+    let top = generate_top(args.max_bits, args.lanes, args.key_slots, lists, cfg);
+    if vu.is_none() {
+        let msg = format!(
+            "--max-bits {} with --lanes {} needs AW = {aw} (MAX_WORDS = {}), which is not built in for kessai_verify_unit; with --lanes {} --max-bits must be {}",
+            args.max_bits,
+            args.lanes,
+            args.lanes << aw,
+            args.lanes,
+            supported_bits(args.lanes)
+        );
+        if top.is_none() {
+            eprintln!("gen-verilog: {msg}");
+            return ExitCode::from(2);
+        }
+        eprintln!("gen-verilog: note: {msg}; writing kessai_top only");
+    }
+    let Some(top) = top else {
         let builds: Vec<String> = TOP_BUILDS.iter().map(|b| format!("{}/{}/{}/{}", b.0, b.1, b.2, b.3)).collect();
         eprintln!(
             "gen-verilog: no kessai_top build for --max-bits {} --lanes {} --key-slots {} --list-capacity {lists}; \
@@ -352,7 +358,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    for (name, vlog) in [(VU_TOP, vu), (BOARD_TOP, top)] {
+    let mut outputs = vec![(BOARD_TOP, top)];
+    if let Some(vu) = vu {
+        outputs.push((VU_TOP, vu));
+    } else {
+        // no stale engine file from an earlier run next to this top
+        let _ = std::fs::remove_file(args.out.join(format!("{VU_TOP}.v")));
+    }
+    for (name, vlog) in outputs {
         match write(&args.out, name, &vlog) {
             Ok(file) => eprintln!("gen-verilog: {name} -> {}", file.display()),
             Err(msg) => {
