@@ -48,7 +48,7 @@ pub fn board_spec(exe: &Path, noise: Option<(f64, u64)>) -> SimSpec {
         noise: noise.map(|n| n.0),
         seed: noise.map(|n| n.1),
         quiet: std::env::var_os("KESSAI_SIM_VERBOSE").is_none(),
-        start_timeout: Some(Duration::from_secs(1500)),
+        start_timeout: Some(Duration::from_secs(3000)),
         ..Default::default()
     }
 }

@@ -18,8 +18,23 @@ use num_bigint::BigUint;
 
 const SIM: &str = env!("CARGO_BIN_EXE_kessai-sim");
 
-fn board() -> Option<MutexGuard<'static, SimAccelerator>> {
-    static BOARD: OnceLock<Mutex<SimAccelerator>> = OnceLock::new();
+struct Board(MutexGuard<'static, Result<SimAccelerator, String>>);
+
+impl std::ops::Deref for Board {
+    type Target = SimAccelerator;
+    fn deref(&self) -> &SimAccelerator {
+        self.0.as_ref().expect("checked in board()")
+    }
+}
+impl std::ops::DerefMut for Board {
+    fn deref_mut(&mut self) -> &mut SimAccelerator {
+        self.0.as_mut().expect("checked in board()")
+    }
+}
+
+/// The shared simulator; a failure to start it fails every test at once (it is not retried).
+fn board() -> Option<Board> {
+    static BOARD: OnceLock<Mutex<Result<SimAccelerator, String>>> = OnceLock::new();
     if !sim::verilator_available() {
         return None;
     }
@@ -27,9 +42,13 @@ fn board() -> Option<MutexGuard<'static, SimAccelerator>> {
         let mut spec = sim::board_spec(std::path::Path::new(SIM), None);
         // The simulator exits when this test process closes the pty (statics are not dropped).
         spec.extra_args.push("--once".into());
-        Mutex::new(sim::start(&spec))
+        Mutex::new(SimAccelerator::start(&spec).map_err(|e| e.to_string()))
     });
-    Some(m.lock().unwrap_or_else(|e| e.into_inner()))
+    let g = m.lock().unwrap_or_else(|e| e.into_inner());
+    if let Err(e) = &*g {
+        panic!("kessai-sim did not start: {e}");
+    }
+    Some(Board(g))
 }
 
 /// Verdicts of `checks` on the board and on the software backend; they must agree exactly

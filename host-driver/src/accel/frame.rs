@@ -181,45 +181,43 @@ impl ReplyParser {
         self.buf.clear();
     }
     pub fn next_event(&mut self) -> Option<ReplyEvent> {
-        loop {
-            match self.buf.iter().position(|&b| b == REPLY_SYNC) {
-                Some(0) => {}
-                Some(i) => {
-                    self.skipped += i as u64;
-                    self.buf.drain(..i);
-                }
-                None => {
-                    self.skipped += self.buf.len() as u64;
-                    self.buf.clear();
-                    return None;
-                }
+        match self.buf.iter().position(|&b| b == REPLY_SYNC) {
+            Some(0) => {}
+            Some(i) => {
+                self.skipped += i as u64;
+                self.buf.drain(..i);
             }
-            if self.buf.len() < HEADER_LEN {
+            None => {
+                self.skipped += self.buf.len() as u64;
+                self.buf.clear();
                 return None;
             }
-            let len = u16::from_be_bytes([self.buf[3], self.buf[4]]) as usize;
-            if len == 0 || len > MAX_REPLY_LEN || self.buf[1] & 0x80 == 0 {
-                self.buf.drain(..1);
-                return Some(ReplyEvent::Garbled);
-            }
-            let total = HEADER_LEN + len + 2;
-            if self.buf.len() < total {
-                return None;
-            }
-            let crc = u16::from_be_bytes([self.buf[total - 2], self.buf[total - 1]]);
-            if crc16(&self.buf[1..total - 2]) != crc {
-                self.buf.drain(..1);
-                return Some(ReplyEvent::Garbled);
-            }
-            let reply = Reply {
-                cmd_byte: self.buf[1],
-                seq: self.buf[2],
-                status: self.buf[5],
-                data: self.buf[6..total - 2].to_vec(),
-            };
-            self.buf.drain(..total);
-            return Some(ReplyEvent::Reply(reply));
         }
+        if self.buf.len() < HEADER_LEN {
+            return None;
+        }
+        let len = u16::from_be_bytes([self.buf[3], self.buf[4]]) as usize;
+        if len == 0 || len > MAX_REPLY_LEN || self.buf[1] & 0x80 == 0 {
+            self.buf.drain(..1);
+            return Some(ReplyEvent::Garbled);
+        }
+        let total = HEADER_LEN + len + 2;
+        if self.buf.len() < total {
+            return None;
+        }
+        let crc = u16::from_be_bytes([self.buf[total - 2], self.buf[total - 1]]);
+        if crc16(&self.buf[1..total - 2]) != crc {
+            self.buf.drain(..1);
+            return Some(ReplyEvent::Garbled);
+        }
+        let reply = Reply {
+            cmd_byte: self.buf[1],
+            seq: self.buf[2],
+            status: self.buf[5],
+            data: self.buf[6..total - 2].to_vec(),
+        };
+        self.buf.drain(..total);
+        Some(ReplyEvent::Reply(reply))
     }
 }
 
@@ -530,7 +528,7 @@ mod tests {
         for r in &replies {
             assert_eq!(parse_verify(&r.data).unwrap(), VerifyOutcome { verdict: Verdict::Valid, cycles: Some(77) });
         }
-        assert!(events.iter().any(|e| *e == ReplyEvent::Garbled));
+        assert!(events.contains(&ReplyEvent::Garbled));
     }
 
     #[test]

@@ -264,6 +264,8 @@ impl SerialAccelerator {
         }
     }
 
+    // The loops over `inflight` index it because their bodies call `&mut self` methods.
+    #[allow(clippy::needless_range_loop)]
     /// Sends `reqs`, keeping up to `window` in flight, and returns one reply per request with a
     /// definitive status (anything but `BAD_CRC` and `BUSY`), in order.
     fn transact(&mut self, reqs: &[Req], window: usize) -> Result<Vec<Reply>, TxError> {

@@ -432,7 +432,7 @@ impl Board {
                 }
                 let list = list_of(p[0])?;
                 let size = frame::entry_len(list);
-                if (p.len() - 1) % size != 0 {
+                if !(p.len() - 1).is_multiple_of(size) {
                     return Err(Status::BadLength);
                 }
                 let be64 = |b: &[u8]| u64::from_be_bytes(b[..8].try_into().unwrap());
