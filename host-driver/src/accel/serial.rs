@@ -353,6 +353,18 @@ impl SerialAccelerator {
                         inflight[pos] = f;
                         res?;
                     }
+                    Some(Status::TooLong)
+                        if self.info.as_ref().is_some_and(|i| inflight[pos].frame.len() <= i.max_payload as usize + 7) =>
+                    {
+                        // TOO_LONG is decided from the header, before the CRC: for a request
+                        // that fits, it can only be a LEN corrupted on the line. Nothing was
+                        // done, so resend like BAD_CRC.
+                        self.link.bad_crc_replies += 1;
+                        let mut f = std::mem::replace(&mut inflight[pos], placeholder());
+                        let res = self.retry(&mut f, reqs, "TOO_LONG for a request that fits (LEN corrupted)", true);
+                        inflight[pos] = f;
+                        res?;
+                    }
                     Some(Status::Busy) if r.cmd() == Some(want) => {
                         self.link.busy_replies += 1;
                         let backoff = self.timeout_for(inflight[pos].frame.len(), 8, 0) / 4;
