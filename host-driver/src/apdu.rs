@@ -23,6 +23,13 @@ pub mod ins {
     pub const RECHARGE_COMMIT: u8 = 0x36;
     pub const PAY_AUTH: u8 = 0x40;
     pub const PAY_COMMIT: u8 = 0x42;
+    pub const DETAIN: u8 = 0x44;
+    pub const CREDIT_SETUP: u8 = 0x50;
+    pub const CREDIT_AUTH: u8 = 0x52;
+    pub const VERIFY_SETTING: u8 = 0x54;
+    pub const SET_PASSWORD: u8 = 0x56;
+    pub const VERIFY_PASSWORD: u8 = 0x58;
+    pub const SIGN_SERVICE: u8 = 0x5A;
 }
 
 /// Status words (ISO 7816-4 meanings).
@@ -45,6 +52,8 @@ pub mod sw {
     pub const INS_NOT_SUPPORTED: u16 = 0x6D00;
     pub const CLA_NOT_SUPPORTED: u16 = 0x6E00;
     pub const UNKNOWN: u16 = 0x6F00;
+    /// Verification failed (setting number, password); the low nibble is the tries left.
+    pub const VERIFY_FAILED: u16 = 0x63C0;
 
     pub fn name(sw: u16) -> &'static str {
         match sw {
@@ -59,6 +68,7 @@ pub mod sw {
             WRONG_P1P2 => "wrong P1-P2",
             INS_NOT_SUPPORTED => "instruction not supported",
             CLA_NOT_SUPPORTED => "class not supported",
+            s if s & 0xFFF0 == VERIFY_FAILED => "verification failed (tries left in the low nibble)",
             _ => "unknown status",
         }
     }

@@ -30,6 +30,62 @@ pub const EEPROM_LEN: usize = HEADER_LEN + 4 * SLOT_SIZE;
 
 /// Abnormality code: a terminal tried to raise the value (Fig. 5).
 pub const ABNORMAL_VALUE_RISE: u64 = 1;
+/// Abnormality code: the card's value was written by a stolen terminal after its theft, and a
+/// terminal detained the card (Figs. 10-12).
+pub const ABNORMAL_DETAINED: u64 = 2;
+/// Abnormality code: the setting number Ns was entered wrong three times (Figs. 13, 15).
+pub const ABNORMAL_SETTING_NUMBER: u64 = 3;
+/// Abnormality code: the password Nc was entered wrong three times (Figs. 14, 16, 17).
+pub const ABNORMAL_PASSWORD: u64 = 4;
+/// Tries for Ns and for Nc.
+pub const SECRET_TRIES: u64 = 3;
+
+/// The credit part of 6M2 (Figs. 13-17).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreditState {
+    /// The setting number Ns, written at issue; it never leaves the card.
+    pub ns: Vec<u8>,
+    /// The password Nc; empty until registered.
+    pub nc: Vec<u8>,
+    pub ns_tries: u64,
+    pub nc_tries: u64,
+    /// SA(CreditCertificate: index, IDU, expiry).
+    pub cert: Signed,
+    /// Service records the card has signed, and the last M.
+    pub records: u64,
+    pub last_record: Vec<u8>,
+}
+
+impl CreditState {
+    fn encode(&self) -> Vec<u8> {
+        Encoder::new(Tag::CardCredit)
+            .bytes(&self.ns)
+            .bytes(&self.nc)
+            .u64(self.ns_tries)
+            .u64(self.nc_tries)
+            .bytes(&self.cert.to_bytes())
+            .u64(self.records)
+            .bytes(&self.last_record)
+            .finish()
+    }
+    fn decode(b: &[u8]) -> std::result::Result<Self, Malformed> {
+        let f = Fields::open(b, Tag::CardCredit, 7, "6M2 credit")?;
+        Ok(CreditState {
+            ns: f.bytes(0).to_vec(),
+            nc: f.bytes(1).to_vec(),
+            ns_tries: f.u64(2, "Ns tries")?,
+            nc_tries: f.u64(3, "Nc tries")?,
+            cert: Signed::from_bytes(f.bytes(4), "credit certificate")?,
+            records: f.u64(5, "records")?,
+            last_record: f.bytes(6).to_vec(),
+        })
+    }
+}
+
+/// Compares without an early exit (the time does not tell how many leading octets matched).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Area {
@@ -254,27 +310,43 @@ pub struct UsageArea {
     pub abnormality: u64,
     pub abnormality_detail: Vec<u8>,
     pub provenance: Provenance,
+    /// Credit cards only (Figs. 13-17).
+    pub credit: Option<CreditState>,
 }
 
 impl Default for UsageArea {
     fn default() -> Self {
-        UsageArea { value: 0, seq: 0, locked: false, abnormality: 0, abnormality_detail: Vec::new(), provenance: Provenance::None }
+        UsageArea {
+            value: 0,
+            seq: 0,
+            locked: false,
+            abnormality: 0,
+            abnormality_detail: Vec::new(),
+            provenance: Provenance::None,
+            credit: None,
+        }
     }
 }
 
 impl UsageArea {
     pub fn encode(&self) -> Vec<u8> {
-        Encoder::new(Tag::CardArea2)
+        let e = Encoder::new(Tag::CardArea2)
             .u64(self.value)
             .u64(self.seq)
             .u64(self.locked as u64)
             .u64(self.abnormality)
             .bytes(&self.abnormality_detail)
-            .bytes(&self.provenance.encode())
-            .finish()
+            .bytes(&self.provenance.encode());
+        match &self.credit {
+            Some(c) => e.bytes(&c.encode()).finish(),
+            None => e.finish(),
+        }
     }
     pub fn decode(b: &[u8]) -> std::result::Result<Self, Malformed> {
-        let f = Fields::open(b, Tag::CardArea2, 6, "6M2")?;
+        let f = Fields::open_min(b, Tag::CardArea2, 6, "6M2")?;
+        if f.len() > 7 {
+            return Err(Malformed(format!("6M2: {} fields, expected 6 or 7", f.len())));
+        }
         Ok(UsageArea {
             value: f.u64(0, "V")?,
             seq: f.u64(1, "sequence")?,
@@ -282,6 +354,7 @@ impl UsageArea {
             abnormality: f.u64(3, "abnormality code")?,
             abnormality_detail: f.bytes(4).to_vec(),
             provenance: Provenance::decode(f.bytes(5))?,
+            credit: if f.len() == 7 { Some(CreditState::decode(f.bytes(6))?) } else { None },
         })
     }
 }
@@ -328,6 +401,7 @@ impl CardStatus {
             b"load (Fig. 4C)" => "load (Fig. 4C)",
             b"recharge (Fig. 7)" => "recharge (Fig. 7)",
             b"payment (Figs. 5/6/9)" => "payment (Figs. 5/6/9)",
+            b"payment, time-stamped (Figs. 10-12)" => "payment, time-stamped (Figs. 10-12)",
             _ => "unknown",
         };
         Ok(CardStatus {
@@ -349,6 +423,7 @@ enum Session {
     Idle,
     Pay { terminal: Box<Certificate>, r: Vec<u8>, x: Vec<u8>, value: u64, seq: u64 },
     Recharge { idc: u64, y: Vec<u8>, x: Vec<u8>, v_old: u64, v_new: u64, seq: u64 },
+    Credit { terminal: Box<Certificate>, r: Vec<u8>, x: Vec<u8>, setting_ok: bool, password_ok: bool },
 }
 
 /// A virtual IC card. Session state lives in RAM (this struct) and is lost at power-off;
@@ -396,6 +471,13 @@ impl Card {
             Session::Recharge { idc, y, x, v_old, v_new, seq } => {
                 Session::Recharge { idc: *idc, y: y.clone(), x: x.clone(), v_old: *v_old, v_new: *v_new, seq: *seq }
             }
+            Session::Credit { terminal, r, x, setting_ok, password_ok } => Session::Credit {
+                terminal: terminal.clone(),
+                r: r.clone(),
+                x: x.clone(),
+                setting_ok: *setting_ok,
+                password_ok: *password_ok,
+            },
         };
         Ok(Card { eeprom: Eeprom::open(path)?, session })
     }
@@ -486,6 +568,13 @@ impl Card {
             ins::RECHARGE_COMMIT => self.recharge_commit(&c.data, session),
             ins::PAY_AUTH => self.pay_auth(&c.data),
             ins::PAY_COMMIT => self.pay_commit(&c.data, session),
+            ins::DETAIN => self.detain(&c.data, session),
+            ins::CREDIT_SETUP => self.credit_setup(&c.data),
+            ins::CREDIT_AUTH => self.credit_auth(&c.data),
+            ins::VERIFY_SETTING => self.verify_secret(&c.data, session, false),
+            ins::SET_PASSWORD => self.set_password(&c.data, session),
+            ins::VERIFY_PASSWORD => self.verify_secret(&c.data, session, true),
+            ins::SIGN_SERVICE => self.sign_service(&c.data, session),
             _ => Err(sw::INS_NOT_SUPPORTED),
         }
     }
@@ -652,7 +741,14 @@ impl Card {
         if u.seq != seq || u.value != value {
             return Err(sw::CONDITIONS);
         }
-        let f = Fields::open(data, Tag::ApduPayCommit, 2, "PAY COMMIT").map_err(wrong_data)?;
+        // V', ST; with Figs. 10-12 also t and ST(TS * S), stored as they come: the card cannot
+        // check ST(TS * S) (TS never leaves the terminal), a later terminal does if needed.
+        let f = Fields::open_min(data, Tag::ApduPayCommit, 2, "PAY COMMIT").map_err(wrong_data)?;
+        let stamp = match f.len() {
+            2 => None,
+            4 => Some(Stamp { t: f.u64(2, "t").map_err(wrong_data)?, sig: f.bytes(3).to_vec() }),
+            _ => return Err(sw::WRONG_DATA),
+        };
         let v_new = f.u64(0, "V'").map_err(wrong_data)?;
         let st = f.bytes(1).to_vec();
         let body = terminal_value_body(terminal.id, cert.id, &r, &x, v_new);
@@ -673,11 +769,180 @@ impl Card {
         let next = UsageArea {
             value: v_new,
             seq: u.seq + 1,
-            provenance: Provenance::Payment { cert: terminal.signed.clone(), r, x, st },
+            provenance: Provenance::Payment { cert: terminal.signed.clone(), r, x, st, stamp },
             ..u
         };
         self.write(Area::Usage, &next.encode())?;
         Ok(Vec::new())
+    }
+
+    /// Figs. 10-12: the terminal of this session found the card's value written by a stolen
+    /// terminal after its theft. ST(Detain: IDT, IDU, R, IDT^a, t^a) must verify with that
+    /// terminal's key (a stranger cannot disable a card); then the card locks itself with
+    /// abnormality code 2 and answers 6983.
+    fn detain(&mut self, data: &[u8], session: Session) -> Answer {
+        let Session::Pay { terminal, r, .. } = session else {
+            return Err(sw::CONDITIONS);
+        };
+        let (_, _, cert) = self.issued()?;
+        let u = self.usage()?;
+        let f = Fields::open(data, Tag::ApduDetain, 3, "DETAIN").map_err(wrong_data)?;
+        let idt_a = f.u64(0, "IDT^a").map_err(wrong_data)?;
+        let t_a = f.u64(1, "t^a").map_err(wrong_data)?;
+        let body = detain_body(terminal.id, cert.id, &r, idt_a, t_a);
+        terminal.key.verify(HASH, &body, f.bytes(2)).map_err(|_| sw::SECURITY)?;
+        let detail = Encoder::new(Tag::Detain).u64(terminal.id).u64(idt_a).u64(t_a).finish();
+        let locked =
+            UsageArea { seq: u.seq + 1, locked: true, abnormality: ABNORMAL_DETAINED, abnormality_detail: detail, ..u };
+        self.write(Area::Usage, &locked.encode())?;
+        Err(sw::BLOCKED)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Credit (Figs. 13-17)
+
+    /// At issue: the setting number Ns and SA(CreditCertificate) for this card. Once only.
+    fn credit_setup(&mut self, data: &[u8]) -> Answer {
+        let (_, master, cert) = self.issued()?;
+        let u = self.usage()?;
+        if u.credit.is_some() {
+            return Err(sw::CONDITIONS);
+        }
+        let f = Fields::open(data, Tag::ApduCreditSetup, 2, "CREDIT SETUP").map_err(wrong_data)?;
+        let ns = f.bytes(0).to_vec();
+        check_secret(&ns, "Ns").map_err(wrong_data)?;
+        let cc = Signed::from_bytes(f.bytes(1), "credit certificate").map_err(wrong_data)?;
+        let (index, idu, _) = parse_credit_certificate(&cc.body).map_err(wrong_data)?;
+        if idu != cert.id || index != master.index {
+            return Err(sw::WRONG_DATA);
+        }
+        master.key.verify(HASH, &cc.body, &cc.sig).map_err(|_| sw::SECURITY)?;
+        let credit = CreditState { ns, nc: Vec::new(), ns_tries: SECRET_TRIES, nc_tries: SECRET_TRIES, cert: cc, records: 0, last_record: Vec::new() };
+        self.write(Area::Usage, &UsageArea { seq: u.seq + 1, credit: Some(credit), ..u }.encode())?;
+        Ok(Vec::new())
+    }
+
+    /// T -> U: terminal certificate, R (empty for Figs. 13, 14). The card verifies the
+    /// certificate with nA and answers its credit certificate, whether a password is set, X and
+    /// SU(R * X) (empty without R).
+    fn credit_auth(&mut self, data: &[u8]) -> Answer {
+        let (p, master, cert) = self.issued()?;
+        let u = self.usage()?;
+        let credit = u.credit.ok_or(sw::CONDITIONS)?;
+        let f = Fields::open(data, Tag::ApduCreditAuth, 2, "CREDIT AUTH").map_err(wrong_data)?;
+        let terminal = Certificate::from_bytes(Subject::Terminal, f.bytes(0)).map_err(wrong_data)?;
+        let r = f.nonce(1, "R", true).map_err(wrong_data)?;
+        terminal.check(&master).map_err(wrong_data)?.verify_sw().map_err(|_| sw::SECURITY)?;
+        let (x, su) = if r.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            let x = nonce().map_err(|_| sw::UNKNOWN)?;
+            let su = p.key.sign(HASH, &credit_auth_body(cert.id, &r, &x)).map_err(|_| sw::UNKNOWN)?;
+            (x, su)
+        };
+        let out = Encoder::new(Tag::ApduCreditInfo)
+            .bytes(&credit.cert.to_bytes())
+            .u64(!credit.nc.is_empty() as u64)
+            .bytes(&x)
+            .bytes(&su)
+            .finish();
+        self.session = Session::Credit { terminal: Box::new(terminal), r, x, setting_ok: false, password_ok: false };
+        Ok(out)
+    }
+
+    /// VERIFY SETTING NUMBER / VERIFY PASSWORD inside a credit session. The try counter is
+    /// lowered on the EEPROM before the comparison (a power cut cannot buy a free try) and
+    /// restored on a match; the third failure locks the card with abnormality 3 (Ns) or 4 (Nc).
+    fn verify_secret(&mut self, data: &[u8], session: Session, password: bool) -> Answer {
+        let Session::Credit { terminal, r, x, setting_ok, password_ok } = session else {
+            return Err(sw::CONDITIONS);
+        };
+        self.issued()?;
+        let u = self.usage()?;
+        let mut credit = u.credit.clone().ok_or(sw::CONDITIONS)?;
+        let f = Fields::open(data, Tag::ApduSecret, 1, "VERIFY").map_err(wrong_data)?;
+        let given = f.bytes(0);
+        let (stored, tries) = if password { (credit.nc.clone(), credit.nc_tries) } else { (credit.ns.clone(), credit.ns_tries) };
+        if stored.is_empty() {
+            return Err(sw::CONDITIONS);
+        }
+        let left = tries.saturating_sub(1);
+        if password {
+            credit.nc_tries = left;
+        } else {
+            credit.ns_tries = left;
+        }
+        let mut seq = u.seq + 1;
+        self.write(Area::Usage, &UsageArea { seq, credit: Some(credit.clone()), ..u.clone() }.encode())?;
+        if same_secret(&stored, given) {
+            if password {
+                credit.nc_tries = SECRET_TRIES;
+            } else {
+                credit.ns_tries = SECRET_TRIES;
+            }
+            seq += 1;
+            self.write(Area::Usage, &UsageArea { seq, credit: Some(credit), ..u }.encode())?;
+            self.session = Session::Credit {
+                terminal,
+                r,
+                x,
+                setting_ok: setting_ok || !password,
+                password_ok: password_ok || password,
+            };
+            return Ok(Vec::new());
+        }
+        if left == 0 {
+            let code = if password { ABNORMAL_PASSWORD } else { ABNORMAL_SETTING_NUMBER };
+            let locked = UsageArea { seq: seq + 1, locked: true, abnormality: code, credit: Some(credit), ..u };
+            self.write(Area::Usage, &locked.encode())?;
+            return Err(sw::BLOCKED);
+        }
+        self.session = Session::Credit { terminal, r, x, setting_ok, password_ok };
+        Err(sw::VERIFY_FAILED | left as u16)
+    }
+
+    /// Figs. 13, 15: Nc and ST(R * X * Nc), after the setting number matched in this session.
+    fn set_password(&mut self, data: &[u8], session: Session) -> Answer {
+        let Session::Credit { terminal, r, x, setting_ok: true, .. } = session else {
+            return Err(sw::CONDITIONS);
+        };
+        let (_, _, cert) = self.issued()?;
+        let u = self.usage()?;
+        let mut credit = u.credit.clone().ok_or(sw::CONDITIONS)?;
+        let f = Fields::open(data, Tag::ApduSetPassword, 2, "SET PASSWORD").map_err(wrong_data)?;
+        let nc = f.bytes(0).to_vec();
+        check_secret(&nc, "Nc").map_err(wrong_data)?;
+        terminal.key.verify(HASH, &set_password_body(terminal.id, cert.id, &r, &x, &nc), f.bytes(1)).map_err(|_| sw::SECURITY)?;
+        credit.nc = nc;
+        credit.nc_tries = SECRET_TRIES;
+        self.write(Area::Usage, &UsageArea { seq: u.seq + 1, credit: Some(credit), ..u }.encode())?;
+        Ok(Vec::new())
+    }
+
+    /// Fig. 17: after the password matched, the card stores M = (IDT, D, V) and signs
+    /// SU(M * IDU) with the session's R and X.
+    fn sign_service(&mut self, data: &[u8], session: Session) -> Answer {
+        let Session::Credit { terminal, r, x, password_ok: true, .. } = session else {
+            return Err(sw::CONDITIONS);
+        };
+        let (p, _, cert) = self.issued()?;
+        let u = self.usage()?;
+        let mut credit = u.credit.clone().ok_or(sw::CONDITIONS)?;
+        if r.is_empty() {
+            return Err(sw::CONDITIONS);
+        }
+        let f = Fields::open(data, Tag::ApduServiceRecord, 2, "SIGN SERVICE RECORD").map_err(wrong_data)?;
+        let date = f.u64(0, "D").map_err(wrong_data)?;
+        let charge = f.u64(1, "V").map_err(wrong_data)?;
+        if charge == 0 {
+            return Err(sw::WRONG_DATA);
+        }
+        let body = service_record_body(cert.id, terminal.id, date, charge, &r, &x);
+        let su = p.key.sign(HASH, &body).map_err(|_| sw::UNKNOWN)?;
+        credit.records = credit.records.checked_add(1).ok_or(sw::CONDITIONS)?;
+        credit.last_record = body;
+        self.write(Area::Usage, &UsageArea { seq: u.seq + 1, credit: Some(credit), ..u }.encode())?;
+        Ok(su)
     }
 }
 
@@ -831,6 +1096,50 @@ impl<'a> CardClient<'a> {
 
     pub fn pay_commit(&mut self, v_new: u64, st: &[u8]) -> std::result::Result<(), CardError> {
         self.call(ins::PAY_COMMIT, 0, Encoder::new(Tag::ApduPayCommit).u64(v_new).bytes(st).finish(), None).map(|_| ())
+    }
+
+    /// PAY COMMIT with the terminal's time stamp (Figs. 10-12).
+    pub fn pay_commit_stamped(&mut self, v_new: u64, st: &[u8], stamp: &Stamp) -> std::result::Result<(), CardError> {
+        let data = Encoder::new(Tag::ApduPayCommit).u64(v_new).bytes(st).u64(stamp.t).bytes(&stamp.sig).finish();
+        self.call(ins::PAY_COMMIT, 0, data, None).map(|_| ())
+    }
+
+    pub fn credit_setup(&mut self, ns: &[u8], cert: &Signed) -> std::result::Result<(), CardError> {
+        let data = Encoder::new(Tag::ApduCreditSetup).bytes(ns).bytes(&cert.to_bytes()).finish();
+        self.call(ins::CREDIT_SETUP, 0, data, None).map(|_| ())
+    }
+
+    /// (credit certificate, password set, X, SU(R * X)).
+    pub fn credit_auth(&mut self, terminal: &Certificate, r: &[u8]) -> std::result::Result<(Signed, bool, Vec<u8>, Vec<u8>), CardError> {
+        let data = Encoder::new(Tag::ApduCreditAuth).bytes(&terminal.signed.to_bytes()).bytes(r).finish();
+        let b = self.call(ins::CREDIT_AUTH, 0, data, NE)?;
+        let f = Fields::open(&b, Tag::ApduCreditInfo, 4, "CREDIT AUTH answer")?;
+        let x = f.nonce(2, "X", r.is_empty())?;
+        if r.is_empty() != x.is_empty() {
+            return Err(CardError::Malformed("X does not match the exchange".into()));
+        }
+        Ok((Signed::from_bytes(f.bytes(0), "credit certificate")?, f.bool(1, "password set")?, x, f.bytes(3).to_vec()))
+    }
+
+    pub fn verify_setting(&mut self, ns: &[u8]) -> std::result::Result<(), CardError> {
+        self.call(ins::VERIFY_SETTING, 0, Encoder::new(Tag::ApduSecret).bytes(ns).finish(), None).map(|_| ())
+    }
+
+    pub fn verify_password(&mut self, nc: &[u8]) -> std::result::Result<(), CardError> {
+        self.call(ins::VERIFY_PASSWORD, 0, Encoder::new(Tag::ApduSecret).bytes(nc).finish(), None).map(|_| ())
+    }
+
+    pub fn set_password(&mut self, nc: &[u8], st: &[u8]) -> std::result::Result<(), CardError> {
+        self.call(ins::SET_PASSWORD, 0, Encoder::new(Tag::ApduSetPassword).bytes(nc).bytes(st).finish(), None).map(|_| ())
+    }
+
+    pub fn sign_service(&mut self, date: u64, charge: u64) -> std::result::Result<Vec<u8>, CardError> {
+        self.call(ins::SIGN_SERVICE, 0, Encoder::new(Tag::ApduServiceRecord).u64(date).u64(charge).finish(), NE)
+    }
+
+    /// DETAIN (Figs. 10-12): answers 6983 when the card has locked itself.
+    pub fn detain(&mut self, idt_a: u64, t_a: u64, st: &[u8]) -> std::result::Result<(), CardError> {
+        self.call(ins::DETAIN, 0, Encoder::new(Tag::ApduDetain).u64(idt_a).u64(t_a).bytes(st).finish(), None).map(|_| ())
     }
 }
 

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use sha2::Digest;
 
 use crate::card::{RechargeOffer, ValueAnswer};
 use crate::crypto::{esign, keyfile};
@@ -20,6 +19,9 @@ use crate::messages::*;
 pub const DB_FILE: &str = "center.db";
 pub const KEY_FILE: &str = "master.key";
 pub const PUB_FILE: &str = "master.pub";
+/// Fig. 8: the key-derivation master secret KA and the manufacturing key Ktemp (32 octets each).
+pub const KA_FILE: &str = "ka.key";
+pub const KTEMP_FILE: &str = "ktemp.key";
 
 /// Day in seconds.
 pub const DAY: u64 = 86_400;
@@ -51,6 +53,14 @@ pub struct Enrollment {
     pub cert: Certificate,
     pub ts0: [u8; 32],
     pub lists: Signed,
+    /// Master keys retired by a rollover and still trusted, with a certificate of the terminal
+    /// under each (so cards that know only an old nA can check it).
+    pub retired: Vec<RetiredMaster>,
+    pub extra_certs: Vec<Certificate>,
+    /// Fig. 8: the manufacturing key the terminal was made with (a stand-in: in the field it is
+    /// in the terminal already) and (KT, KO) sealed under it.
+    pub ktemp: [u8; 32],
+    pub key_delivery: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -84,6 +94,9 @@ pub struct CenterReport {
     pub usage_records: u64,
     pub clones: Vec<(u64, String)>,
     pub list_version: Option<u32>,
+    pub monthly: Vec<MonthlyTotal>,
+    /// (IDT, status, t)
+    pub terminal_status: Vec<(u64, String, u64)>,
 }
 
 /// Fig. 4C as the dispenser relays it: the card's certificate, the value it showed against the
@@ -138,6 +151,57 @@ CREATE TABLE lists (version INTEGER PRIMARY KEY, issued INTEGER NOT NULL, expire
   body BLOB NOT NULL, sig BLOB NOT NULL);
 ";
 
+/// Added with the rollover (created on open for older databases): one row per retired master
+/// key, with the announcement of its successor signed by it.
+const MASTERS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS masters (idx INTEGER PRIMARY KEY, n BLOB NOT NULL, e INTEGER NOT NULL,
+  retired INTEGER NOT NULL, valid_until INTEGER NOT NULL, rollover_body BLOB NOT NULL, rollover_sig BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS channels (idt INTEGER PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS service_batches (batch_id BLOB PRIMARY KEY, idt INTEGER NOT NULL, created INTEGER NOT NULL,
+  ingested INTEGER NOT NULL, records INTEGER NOT NULL, body BLOB NOT NULL, sig BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS services (id INTEGER PRIMARY KEY AUTOINCREMENT, idu INTEGER NOT NULL, idt INTEGER NOT NULL,
+  date INTEGER NOT NULL, month TEXT NOT NULL, charge INTEGER NOT NULL, batch BLOB NOT NULL, record BLOB NOT NULL, su BLOB NOT NULL);
+";
+
+/// "YYYY-MM" of a Unix time (UTC), for monthly billing.
+pub fn month_of(t: u64) -> String {
+    // Civil from days (H. Hinnant's algorithm).
+    let z = (t / DAY) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}")
+}
+
+/// The center's answer to an upload of service records.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ServiceIngest {
+    pub batch_id: String,
+    pub idt: u64,
+    pub duplicate: bool,
+    pub records: usize,
+    /// Records carrying the card's SU(M * IDU) (Fig. 17), each verified.
+    pub card_signed: usize,
+}
+
+/// One card's charges in one month.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MonthlyTotal {
+    pub idu: u64,
+    pub month: String,
+    pub services: u64,
+    pub total: u64,
+}
+
+/// The private key file of master key `index` (kept while it is trusted, see `roll_master`).
+pub fn indexed_key_file(index: u32) -> String {
+    format!("master-{index}.key")
+}
+
 impl Center {
     /// A new center in `dir` with a fresh master key of `config.bits`.
     pub fn init(dir: &Path, config: CenterConfig, now: u64) -> Result<Self> {
@@ -157,6 +221,7 @@ impl Center {
         write_atomic(&dir.join(PUB_FILE), &keyfile::esign_public_to_der(key.public_key()))?;
         let db = Self::connect(&db_path)?;
         db.execute_batch(SCHEMA).map_err(db_err)?;
+        db.execute_batch(MASTERS_SCHEMA).map_err(db_err)?;
         for (k, v) in [
             ("master_index", config.master_index.to_string()),
             ("bits", config.bits.to_string()),
@@ -183,18 +248,23 @@ impl Center {
         if !db_path.exists() {
             return Err(Error::input(&db_path, "no center database here (run `kessai center init` first)"));
         }
-        let key = keyfile::load_esign_private(&dir.join(KEY_FILE))?;
         let db = Self::connect(&db_path)?;
+        db.execute_batch(MASTERS_SCHEMA).map_err(db_err)?;
         let meta = |k: &str| -> Result<u64> {
             let v: String = db.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0)).map_err(db_err)?;
             v.parse().map_err(|_| Error::Store(format!("meta {k} = {v:?} is not a number")))
         };
         let config = CenterConfig {
-            master_index: meta("master_index")? as u32,
+            master_index: u32::try_from(meta("master_index")?).map_err(|_| Error::Store("master_index out of range".into()))?,
             bits: meta("bits")? as usize,
             list_max_age: meta("list_max_age")?,
             cert_lifetime: meta("cert_lifetime")?,
         };
+        // After a rollover the current key is master-<index>.key (written before the database
+        // names it current); master.key is a copy for tools.
+        let indexed = dir.join(indexed_key_file(config.master_index));
+        let key_path = if indexed.exists() { indexed } else { dir.join(KEY_FILE) };
+        let key = keyfile::load_esign_private(&key_path)?;
         if key.public_key().modulus_bits() != config.bits {
             return Err(Error::input(dir.join(KEY_FILE), "master key does not match the database"));
         }
@@ -243,7 +313,21 @@ impl Center {
             )
             .map_err(db_err)?;
         let lists = self.latest_lists()?.ok_or_else(|| Error::Store("no list bundle issued yet".into()))?;
-        Ok(Enrollment { master: self.master_public(), idt, key, cert, ts0, lists })
+        let mut retired = Vec::new();
+        let mut extra_certs = Vec::new();
+        for (r, _) in self.retired_masters()? {
+            if r.valid_until > now {
+                let old = self.retired_private(r.master.index)?;
+                let exp = expires.min(r.valid_until);
+                extra_certs.push(Certificate::issue(&old, r.master.index, Subject::Terminal, idt, key.public_key(), exp)?);
+                retired.push(r);
+            }
+        }
+        let ktemp = self.secret_file(KTEMP_FILE)?;
+        let ka = self.secret_file(KA_FILE)?;
+        let key_delivery =
+            crate::channel::seal_first_delivery(&ktemp, idt, &crate::channel::terminal_key(&ka, idt), &crate::channel::common_key(&ka))?;
+        Ok(Enrollment { master: self.master_public(), idt, key, cert, ts0, lists, retired, extra_certs, ktemp, key_delivery })
     }
 
     /// Fig. 4B: certifies a card key made on the card; assigns the IDU.
@@ -273,7 +357,7 @@ impl Center {
     /// The checks shared by loads and recharges: a certificate the center made, not expired,
     /// for a card in good standing.
     fn check_card(&self, cert: &Certificate, now: u64) -> std::result::Result<(), Fail> {
-        let check = cert.check(&self.master_public()).map_err(|e| Fail::refused("card certificate", e.0))?;
+        let check = cert.check(&self.master_for(cert.master_index, now)?).map_err(|e| Fail::refused("card certificate", e.0))?;
         check.verify_sw().map_err(|e| Fail::refused("card certificate", format!("{}: {e}", check.what)))?;
         if cert.expires <= now {
             return Err(Fail::refused("card certificate", format!("card {} expired at {}", cert.id, cert.expires)));
@@ -313,14 +397,17 @@ impl Center {
             msg: card_value_body(idu, &req.r, &a.x, a.value),
             sig: a.su.clone(),
         }];
-        checks.extend(a.provenance.checks(&self.master_public(), idu, a.value).map_err(|e| Fail::refused("provenance", e.0))?);
+        let master = self.master_for(req.cert.master_index, now)?;
+        checks.extend(a.provenance.checks(&master, idu, a.value).map_err(|e| Fail::refused("provenance", e.0))?);
         verify_all_sw(&checks).map_err(|e| Fail::refused("card value", e))?;
         let v_new = a
             .value
             .checked_add(req.amount)
             .filter(|v| *v <= i64::MAX as u64)
             .ok_or_else(|| Fail::refused("load", format!("value {} + {} overflows", a.value, req.amount)))?;
-        let sa = self.master.sign(HASH, &load_value_body(self.config.master_index, idu, req.idc, a.seq, v_new))?;
+        // Signed under the master key the card holds (its certificate's index).
+        let key = self.signing_key_for(master.index, now)?;
+        let sa = key.sign(HASH, &load_value_body(master.index, idu, req.idc, a.seq, v_new))?;
         self.record_load(idu, req.idc, "fig4c", a.value, v_new, now)?;
         Ok((v_new, sa))
     }
@@ -342,9 +429,11 @@ impl Center {
             msg: recharge_request_body(idu, req.idc, &req.y, &o.x, o.v_old, v_new),
             sig: o.su.clone(),
         }];
-        checks.extend(o.provenance.checks(&self.master_public(), idu, o.v_old).map_err(|e| Fail::refused("provenance", e.0))?);
+        let master = self.master_for(req.cert.master_index, now)?;
+        checks.extend(o.provenance.checks(&master, idu, o.v_old).map_err(|e| Fail::refused("provenance", e.0))?);
         verify_all_sw(&checks).map_err(|e| Fail::refused("recharge request", e))?;
-        let sa = self.master.sign(HASH, &recharge_value_body(self.config.master_index, idu, req.idc, &req.y, &o.x, v_new))?;
+        let key = self.signing_key_for(master.index, now)?;
+        let sa = key.sign(HASH, &recharge_value_body(master.index, idu, req.idc, &req.y, &o.x, v_new))?;
         self.record_load(idu, req.idc, "fig7", o.v_old, v_new, now)?;
         Ok((v_new, sa))
     }
@@ -373,9 +462,12 @@ impl Center {
             .query_row("SELECT n, e, status FROM terminals WHERE idt = ?1", [idt_i], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()
             .map_err(db_err)?;
-        let Some((n, e, _status)) = row else {
+        let Some((n, e, status)) = row else {
             return Err(Fail::refused("usage batch", format!("terminal {} is not registered", batch.idt)));
         };
+        if status != "ok" {
+            return Err(Fail::refused("usage batch", format!("terminal {} is {status}: its uploads are not trusted", batch.idt)));
+        }
         let key = esign::PublicKey::new(num_bigint::BigUint::from_bytes_be(&n), &num_bigint::BigUint::from(e))?;
         key.verify(HASH, &signed.body, &signed.sig)
             .map_err(|e| Fail::refused("usage batch", format!("ST over the batch of terminal {}: {e}", batch.idt)))?;
@@ -474,6 +566,361 @@ impl Center {
     }
 
     // -----------------------------------------------------------------------------------------
+    // Cipher communication C <-> T (Fig. 8)
+
+    /// A 32-octet secret of the center directory, made from the OS RNG on first use.
+    fn secret_file(&self, name: &str) -> Result<[u8; 32]> {
+        let path = self.dir.join(name);
+        if !path.exists() {
+            write_atomic_private(&path, &random_bytes::<32>()?)?;
+        }
+        let b = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        b.try_into().map_err(|_| Error::input(&path, "expected 32 octets"))
+    }
+
+    fn channel(&self, idt: u64) -> Result<crate::channel::Channel> {
+        use crate::channel::{terminal_key, Channel, ChannelState, Direction};
+        let ka = self.secret_file(KA_FILE)?;
+        let st: Option<String> = self
+            .db
+            .query_row("SELECT state FROM channels WHERE idt = ?1", [i64_of(idt, "IDT")?], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        let state = match st {
+            Some(s) => serde_json::from_str::<ChannelState>(&s).map_err(|e| Error::Store(format!("channel state of {idt}: {e}")))?,
+            None => ChannelState { next_send: 1, recv_max: 0, recv_window: 0 },
+        };
+        Ok(Channel::resume(terminal_key(&ka, idt), 0, idt, Direction::CenterToTerminal, Direction::TerminalToCenter, state))
+    }
+
+    fn save_channel(&self, idt: u64, ch: &crate::channel::Channel) -> Result<()> {
+        self.db
+            .execute(
+                "INSERT INTO channels (idt, state) VALUES (?1, ?2) ON CONFLICT(idt) DO UPDATE SET state = ?2",
+                params![i64_of(idt, "IDT")?, serde_json::to_string(&ch.state).expect("serializable")],
+            )
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// The latest list bundle sealed for terminal `idt` under KT (C -> T).
+    pub fn sealed_lists_for(&mut self, idt: u64) -> Result<Option<Vec<u8>>> {
+        let Some(signed) = self.latest_lists()? else { return Ok(None) };
+        let mut ch = self.channel(idt)?;
+        let sealed = ch.seal(crate::encoding::Tag::ListBundle, &signed.to_bytes())?;
+        self.save_channel(idt, &ch)?;
+        Ok(Some(sealed))
+    }
+
+    /// An upload sealed by terminal `idt` under KT (T -> C): refused if it does not
+    /// authenticate or replays a counter; then ingested as usual.
+    pub fn ingest_sealed(&mut self, idt: u64, sealed: &[u8], now: u64) -> std::result::Result<IngestReport, Fail> {
+        let mut ch = self.channel(idt)?;
+        let plain = ch.open(crate::encoding::Tag::UsageBatch, sealed).map_err(|e| Fail::refused("cipher channel", e.to_string()))?;
+        self.save_channel(idt, &ch)?;
+        let report = self.ingest(&plain, now)?;
+        if report.idt != idt {
+            return Err(Fail::refused("usage batch", format!("sealed by terminal {idt}, signed by terminal {}", report.idt)));
+        }
+        Ok(report)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Master key rollover
+
+    /// Every retired master key (oldest first) with the announcement of its successor, signed
+    /// by it.
+    pub fn retired_masters(&self) -> Result<Vec<(RetiredMaster, Signed)>> {
+        let mut st = self
+            .db
+            .prepare("SELECT idx, n, e, valid_until, rollover_body, rollover_sig FROM masters ORDER BY idx")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, i64>(3)?, r.get(4)?, r.get(5)?))
+            })
+            .map_err(db_err)?;
+        rows.map(|r| {
+            let (idx, n, e, until, body, sig) = r.map_err(db_err)?;
+            let key = esign::PublicKey::new(num_bigint::BigUint::from_bytes_be(&n), &num_bigint::BigUint::from(e))?;
+            let index = u32::try_from(idx).map_err(|_| Error::Store(format!("master index {idx}")))?;
+            Ok((RetiredMaster { master: MasterPublic { index, key }, valid_until: until as u64 }, Signed { body, sig }))
+        })
+        .collect()
+    }
+
+    /// The public master key of `index` as trusted at `now`: the current one, or a retired one
+    /// before the end of its grace period. Anything else is refused.
+    pub fn master_for(&self, index: u32, now: u64) -> std::result::Result<MasterPublic, Fail> {
+        if index == self.config.master_index {
+            return Ok(self.master_public());
+        }
+        match self.retired_masters()?.into_iter().find(|(r, _)| r.master.index == index) {
+            Some((r, _)) if r.valid_until > now => Ok(r.master),
+            Some((r, _)) => Err(Fail::refused(
+                "master key",
+                format!("signed under retired master key {index}, trusted until {} (now {now})", r.valid_until),
+            )),
+            None => Err(Fail::refused("master key", format!("no master key {index} at this center"))),
+        }
+    }
+
+    fn retired_private(&self, index: u32) -> Result<esign::PrivateKey> {
+        keyfile::load_esign_private(&self.dir.join(indexed_key_file(index)))
+    }
+
+    /// The private key of master `index`, if it may still sign at `now` (for cards and
+    /// terminals that know only that nA).
+    fn signing_key_for(&self, index: u32, now: u64) -> std::result::Result<esign::PrivateKey, Fail> {
+        if index == self.config.master_index {
+            return Ok(self.master.clone());
+        }
+        self.master_for(index, now)?;
+        Ok(self.retired_private(index)?)
+    }
+
+    /// Rolls to a fresh master key of the center's size; see [`Center::roll_master_with_key`].
+    pub fn roll_master(&mut self, now: u64, old_valid_for: u64) -> Result<MasterPublic> {
+        let key = esign::PrivateKey::generate(self.config.bits, esign::DEFAULT_E)?;
+        self.roll_master_with_key(key, now, old_valid_for)
+    }
+
+    /// Master key rollover: `key` becomes master key index + 1; the old key is retired and
+    /// stays trusted (and able to sign for cards that know only it) for `old_valid_for` seconds,
+    /// after which everything under it is refused. The old key signs the announcement of the
+    /// new one, which terminals take at their next sync; a new list bundle is issued under the
+    /// new key. Key files first, then one database transaction: a crash in between leaves the
+    /// old key current.
+    pub fn roll_master_with_key(&mut self, key: esign::PrivateKey, now: u64, old_valid_for: u64) -> Result<MasterPublic> {
+        let old_index = self.config.master_index;
+        let new_index = old_index.checked_add(1).ok_or_else(|| Error::Store("master key index exhausted".into()))?;
+        if key.public_key() == self.master.public_key() {
+            return Err(Error::usage("the new master key is the current one"));
+        }
+        let valid_until = now.checked_add(old_valid_for).ok_or_else(|| Error::usage("grace period overflows"))?;
+        let new_pub = MasterPublic { index: new_index, key: key.public_key().clone() };
+        let msg = MasterRolloverMsg { old_index, new: new_pub.clone(), old_valid_until: valid_until, issued: now };
+        let announcement = Signed::sign(&self.master, msg.body())?;
+        write_atomic_private(&self.dir.join(indexed_key_file(old_index)), &keyfile::esign_private_to_der(&self.master))?;
+        write_atomic_private(&self.dir.join(indexed_key_file(new_index)), &keyfile::esign_private_to_der(&key))?;
+        let old_pub = self.master.public_key().clone();
+        let tx = self.db.transaction().map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO masters (idx, n, e, retired, valid_until, rollover_body, rollover_sig) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![old_index as i64, old_pub.n().to_bytes_be(), old_pub.e(), i64_of(now, "time")?, i64_of(valid_until, "time")?, announcement.body, announcement.sig],
+        )
+        .map_err(db_err)?;
+        tx.execute("UPDATE meta SET v = ?1 WHERE k = 'master_index'", [new_index.to_string()]).map_err(db_err)?;
+        tx.execute("UPDATE meta SET v = ?1 WHERE k = 'bits'", [key.public_key().modulus_bits().to_string()]).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        self.config.master_index = new_index;
+        self.config.bits = key.public_key().modulus_bits();
+        self.master = key;
+        // Copies for tools; the indexed file is the one `open` trusts.
+        write_atomic_private(&self.dir.join(KEY_FILE), &keyfile::esign_private_to_der(&self.master))?;
+        write_atomic(&self.dir.join(PUB_FILE), &keyfile::esign_public_to_der(self.master.public_key()))?;
+        self.issue_lists(now)?;
+        Ok(new_pub)
+    }
+
+    /// What a terminal holding master key `from_index` needs to follow every rollover since:
+    /// the announcements, oldest first, and its certificate under the current key (same key and
+    /// expiry as the one it holds).
+    pub fn rollover_for(&self, idt: u64, from_index: u32) -> std::result::Result<Option<(Vec<Signed>, Certificate)>, Fail> {
+        if from_index == self.config.master_index {
+            return Ok(None);
+        }
+        let chain: Vec<Signed> =
+            self.retired_masters()?.into_iter().filter(|(r, _)| r.master.index >= from_index).map(|(_, s)| s).collect();
+        let row: Option<(Vec<u8>, String)> = self
+            .db
+            .query_row("SELECT cert, status FROM terminals WHERE idt = ?1", [i64_of(idt, "IDT")?], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db_err)?;
+        let Some((cert, status)) = row else {
+            return Err(Fail::refused("rollover", format!("terminal {idt} is not registered")));
+        };
+        if status != "ok" {
+            return Err(Fail::refused("rollover", format!("terminal {idt} is {status}")));
+        }
+        let old = Certificate::from_bytes(Subject::Terminal, &cert).map_err(|e| Error::Store(e.0))?;
+        let new = Certificate::issue(&self.master, self.config.master_index, Subject::Terminal, idt, &old.key, old.expires)?;
+        Ok(Some((chain, new)))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Credit (Figs. 13-17)
+
+    /// SA(CreditCertificate: index, IDU, expiry) for a registered card in good standing, under
+    /// the master key the card holds.
+    pub fn credit_certificate(&mut self, cert: &Certificate, expires: u64, now: u64) -> std::result::Result<Signed, Fail> {
+        self.check_card(cert, now)?;
+        if expires <= now {
+            return Err(Error::usage(format!("credit expiry {expires} is not after now ({now})")).into());
+        }
+        let key = self.signing_key_for(cert.master_index, now)?;
+        Ok(Signed::sign(&key, credit_certificate_body(cert.master_index, cert.id, expires))?)
+    }
+
+    /// Ingests a terminal's upload of service records (2M6): the terminal's ST must verify;
+    /// every card-signed record's SU(M * IDU) is verified again with the card's registered nU
+    /// (one that does not verify refuses the whole batch, nothing stored); records are filed
+    /// per card with their signatures as evidence. A batch id seen before changes nothing.
+    pub fn ingest_services(&mut self, upload: &[u8], now: u64) -> std::result::Result<ServiceIngest, Fail> {
+        let signed = Signed::from_bytes(upload, "service batch").map_err(|e| Error::malformed(e.0))?;
+        let batch = ServiceBatch::parse(&signed.body).map_err(|e| Error::malformed(e.0))?;
+        let idt_i = i64_of(batch.idt, "IDT")?;
+        let row: Option<(Vec<u8>, u32, String)> = self
+            .db
+            .query_row("SELECT n, e, status FROM terminals WHERE idt = ?1", [idt_i], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(db_err)?;
+        let Some((n, e, status)) = row else {
+            return Err(Fail::refused("service batch", format!("terminal {} is not registered", batch.idt)));
+        };
+        if status != "ok" {
+            return Err(Fail::refused("service batch", format!("terminal {} is {status}: its uploads are not trusted", batch.idt)));
+        }
+        let key = esign::PublicKey::new(num_bigint::BigUint::from_bytes_be(&n), &num_bigint::BigUint::from(e))?;
+        key.verify(HASH, &signed.body, &signed.sig)
+            .map_err(|e| Fail::refused("service batch", format!("ST over the batch of terminal {}: {e}", batch.idt)))?;
+        let mut report = ServiceIngest {
+            batch_id: hex::encode(batch.batch_id),
+            idt: batch.idt,
+            duplicate: false,
+            records: batch.entries.len(),
+            card_signed: 0,
+        };
+        let seen: Option<i64> = self
+            .db
+            .query_row("SELECT idt FROM service_batches WHERE batch_id = ?1", [batch.batch_id.to_vec()], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        if let Some(prev) = seen {
+            if prev != idt_i {
+                return Err(Fail::refused("service batch", format!("batch id already used by terminal {prev}")));
+            }
+            report.duplicate = true;
+            return Ok(report);
+        }
+        // Verify every card signature before anything is written.
+        for r in &batch.entries {
+            let card: Option<(Option<Vec<u8>>, Option<u32>)> = self
+                .db
+                .query_row("SELECT n, e FROM cards WHERE idu = ?1", [i64_of(r.idu, "IDU")?], |x| Ok((x.get(0)?, x.get(1)?)))
+                .optional()
+                .map_err(db_err)?;
+            let Some((Some(n), Some(e))) = card else {
+                return Err(Fail::refused("service batch", format!("card {} is not registered with a key", r.idu)));
+            };
+            if !r.su.is_empty() {
+                let key = esign::PublicKey::new(num_bigint::BigUint::from_bytes_be(&n), &num_bigint::BigUint::from(e))?;
+                key.verify(HASH, &r.signed_body(), &r.su).map_err(|e| {
+                    Fail::refused("service batch", format!("SU(M * IDU) of card {} (charge {}, date {}): {e}", r.idu, r.charge, r.date))
+                })?;
+                report.card_signed += 1;
+            }
+        }
+        let tx = self.db.transaction().map_err(db_err)?;
+        for r in &batch.entries {
+            tx.execute(
+                "INSERT INTO services (idu, idt, date, month, charge, batch, record, su) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    i64_of(r.idu, "IDU")?,
+                    idt_i,
+                    i64_of(r.date, "date")?,
+                    month_of(r.date),
+                    i64_of(r.charge, "charge")?,
+                    batch.batch_id.to_vec(),
+                    r.encode(),
+                    r.su
+                ],
+            )
+            .map_err(db_err)?;
+        }
+        tx.execute(
+            "INSERT INTO service_batches (batch_id, idt, created, ingested, records, body, sig) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![batch.batch_id.to_vec(), idt_i, i64_of(batch.created, "time")?, i64_of(now, "time")?, batch.entries.len() as i64, signed.body, signed.sig],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(report)
+    }
+
+    /// Fig. 14: charges per card per month, for billing. Totals in checked u64 arithmetic.
+    pub fn monthly_totals(&self) -> Result<Vec<MonthlyTotal>> {
+        let mut st = self.db.prepare("SELECT idu, month, charge FROM services ORDER BY idu, month, id").map_err(db_err)?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64))).map_err(db_err)?;
+        let mut out: Vec<MonthlyTotal> = Vec::new();
+        for row in rows {
+            let (idu, month, charge) = row.map_err(db_err)?;
+            match out.last_mut() {
+                Some(t) if t.idu == idu && t.month == month => {
+                    t.total = t.total.checked_add(charge).ok_or_else(|| Error::Store(format!("card {idu}: monthly total overflows")))?;
+                    t.services += 1;
+                }
+                _ => out.push(MonthlyTotal { idu, month, services: 1, total: charge }),
+            }
+        }
+        Ok(out)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Terminals: time stamps and theft (Figs. 10-11)
+
+    /// Fig. 11: a terminal's signed report of its update count t. The center keeps the highest
+    /// t per terminal; a count lower than the one held is refused (a replayed old report), and a
+    /// troubled terminal's reports are refused (its t is frozen at the theft).
+    pub fn record_tick(&mut self, report: &Signed, now: u64) -> std::result::Result<u64, Fail> {
+        let _ = now;
+        let (idt, t, _at) = parse_tick_report(&report.body).map_err(|e| Error::malformed(e.0))?;
+        let row: Option<(Vec<u8>, u32, i64, String)> = self
+            .db
+            .query_row("SELECT n, e, t, status FROM terminals WHERE idt = ?1", [i64_of(idt, "IDT")?], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+            .map_err(db_err)?;
+        let Some((n, e, held, status)) = row else {
+            return Err(Fail::refused("tick report", format!("terminal {idt} is not registered")));
+        };
+        let key = esign::PublicKey::new(num_bigint::BigUint::from_bytes_be(&n), &num_bigint::BigUint::from(e))?;
+        key.verify(HASH, &report.body, &report.sig)
+            .map_err(|e| Fail::refused("tick report", format!("ST of terminal {idt}: {e}")))?;
+        if status != "ok" {
+            return Err(Fail::refused("tick report", format!("terminal {idt} is {status}; its t stays at {held}")));
+        }
+        if t > MAX_T {
+            return Err(Fail::refused("tick report", format!("t = {t} above {MAX_T}")));
+        }
+        if (t as i64) < held {
+            return Err(Fail::refused("tick report", format!("t = {t} is below the t = {held} already reported")));
+        }
+        self.db.execute("UPDATE terminals SET t = ?2 WHERE idt = ?1", params![i64_of(idt, "IDT")?, t as i64]).map_err(db_err)?;
+        Ok(t)
+    }
+
+    /// Figs. 10-11: terminal `idt` is stolen or troubled: (IDT, TS0, t) goes on the troubled-
+    /// terminal list of the next bundle, with the last t it reported. Returns that t.
+    pub fn report_stolen(&mut self, idt: u64) -> Result<u64> {
+        let t: Option<i64> = self
+            .db
+            .query_row("SELECT t FROM terminals WHERE idt = ?1", [i64_of(idt, "IDT")?], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        let t = t.ok_or_else(|| Error::usage(format!("terminal {idt}: no such terminal at this center")))?;
+        self.db.execute("UPDATE terminals SET status = 'troubled' WHERE idt = ?1", [i64_of(idt, "IDT")?]).map_err(db_err)?;
+        Ok(t as u64)
+    }
+
+    /// (IDT, status, t) of every terminal.
+    pub fn terminals(&self) -> Result<Vec<(u64, String, u64)>> {
+        let mut st = self.db.prepare("SELECT idt, status, t FROM terminals ORDER BY idt").map_err(db_err)?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get::<_, i64>(2)? as u64))).map_err(db_err)?;
+        rows.map(|r| r.map_err(db_err)).collect()
+    }
+
+    // -----------------------------------------------------------------------------------------
     // List bundles
 
     /// Signs and stores the next list bundle: every invalid and lost card and every troubled
@@ -493,7 +940,8 @@ impl Center {
                 .map_err(db_err)?;
             rows.map(|r| {
                 let (idt, ts0, t) = r.map_err(db_err)?;
-                Ok(TroubledEntry { idt: idt as u64, ts0_digest: sha2::Sha256::digest(&ts0).into(), t: t as u64 })
+                let ts0: [u8; 32] = ts0.try_into().map_err(|_| Error::Store(format!("terminal {idt}: TS0 is not 32 octets")))?;
+                Ok(TroubledEntry { idt: idt as u64, ts0, t: t as u64 })
             })
             .collect::<Result<Vec<_>>>()?
         };
@@ -569,6 +1017,8 @@ impl Center {
             usage_records: count("SELECT COUNT(*) FROM usage")?,
             clones,
             list_version: lv.map(|v| v as u32),
+            monthly: self.monthly_totals()?,
+            terminal_status: self.terminals()?,
         })
     }
 }

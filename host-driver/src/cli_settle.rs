@@ -37,9 +37,12 @@ pub enum LoadFlowArg {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum PayFlowArg {
-    /// Figs. 6 and 9: nonces, invalid-card list, usage records (default).
+    /// Figs. 6 and 9: nonces, invalid-card list, usage records (default); with the terminal's
+    /// time stamp this is Fig. 12.
+    #[value(alias = "fig12")]
     Fig9,
-    /// Fig. 5: no nonces.
+    /// Fig. 5: no nonces; with the time stamp, Fig. 10's exchange.
+    #[value(alias = "fig10")]
     Fig5,
 }
 
@@ -117,6 +120,25 @@ pub enum CenterCmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Master key rollover: a new master key (index + 1) signs from now on; the old one stays
+    /// trusted for --old-valid-days (default: the certificate lifetime), then is refused.
+    RollMaster {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        old_valid_days: Option<u64>,
+    },
+    /// Figs. 10-11: terminal IDT is stolen: put (IDT, TS0, t) on the troubled-terminal list and
+    /// issue a new list bundle.
+    ReportStolen {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The stolen terminal's IDT.
+        idt: u64,
+        /// Also write the bundle here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -132,6 +154,17 @@ pub enum TerminalCmd {
         amount: u64,
         #[arg(long, value_enum, default_value = "fig9")]
         flow: PayFlowArg,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Fig. 11: step the terminal's time stamp TS_{t+1} = F(TS_t) and count t (the center
+    /// learns t at the next sync, or now with --center).
+    Tick {
+        #[arg(long)]
+        dir: PathBuf,
+        /// A center directory on this machine: report the new t right away.
+        #[arg(long)]
+        center: Option<PathBuf>,
         #[command(flatten)]
         backend: BackendArgs,
     },
@@ -314,6 +347,39 @@ pub fn center(cmd: CenterCmd) -> kessai::Result<Outcome> {
                 json!({"version": b.version, "invalid": b.invalid, "lost": b.lost, "troubled": b.troubled.len(), "issued": b.issued, "expires": b.expires, "out": out}),
             ))
         }
+        CenterCmd::RollMaster { dir, old_valid_days } => {
+            let mut c = Center::open(&dir)?;
+            let valid_for = match old_valid_days {
+                Some(0) => return Err(Error::usage("--old-valid-days 0: give at least a day (terminals take the new key at their next sync)")),
+                Some(d) => d.checked_mul(DAY).ok_or_else(|| Error::usage("--old-valid-days too large"))?,
+                None => c.config().cert_lifetime,
+            };
+            let old = c.config().master_index;
+            let m = c.roll_master(now, valid_for)?;
+            let until = now.saturating_add(valid_for);
+            Ok(ok(
+                format!("master key {} -> {} ({} bits); key {old} trusted until {until}; new list bundle issued under key {}", old, m.index, m.key.modulus_bits(), m.index),
+                json!({"old_index": old, "new_index": m.index, "old_valid_until": until, "bits": m.key.modulus_bits()}),
+            ))
+        }
+        CenterCmd::ReportStolen { dir, idt, out } => {
+            let mut c = Center::open(&dir)?;
+            let t = c.report_stolen(idt)?;
+            let signed = c.issue_lists(now)?;
+            let b = kessai::messages::ListBundle::parse(&signed.body).map_err(Error::from)?;
+            if let Some(out) = &out {
+                write_atomic(out, &signed.to_bytes())?;
+            }
+            Ok(ok(
+                format!(
+                    "terminal {idt} reported stolen at t = {t}; list version {} lists {} troubled terminal(s){}",
+                    b.version,
+                    b.troubled.len(),
+                    out.as_ref().map(|o| format!("; written to {}", o.display())).unwrap_or_default()
+                ),
+                json!({"idt": idt, "t": t, "list_version": b.version, "troubled": b.troubled.iter().map(|e| e.idt).collect::<Vec<_>>(), "out": out}),
+            ))
+        }
         CenterCmd::Report { dir } => {
             let c = Center::open(&dir)?;
             let r = c.report()?;
@@ -336,6 +402,16 @@ pub fn center(cmd: CenterCmd) -> kessai::Result<Outcome> {
                     card.usage_records,
                     card.reason.clone().unwrap_or_default()
                 ));
+            }
+            text.push_str(&format!("{:>10}  {:<8}  {:>6}  terminal t\n", "IDT", "status", "t"));
+            for (idt, status, t) in &r.terminal_status {
+                text.push_str(&format!("{idt:>10}  {status:<8}  {t:>6}\n"));
+            }
+            if !r.monthly.is_empty() {
+                text.push_str(&format!("{:>10}  {:<8}  {:>8}  {:>12}  monthly credit bill\n", "IDU", "month", "services", "total"));
+                for m in &r.monthly {
+                    text.push_str(&format!("{:>10}  {:<8}  {:>8}  {:>12}\n", m.idu, m.month, m.services, m.total));
+                }
             }
             Ok(ok(text, serde_json::to_value(&r).expect("serializable")))
         }
@@ -365,6 +441,29 @@ pub fn terminal(cmd: TerminalCmd) -> kessai::Result<Outcome> {
                     serde_json::to_value(r).expect("serializable"),
                 )
             })
+        }
+        TerminalCmd::Tick { dir, center, backend } => {
+            let accel = open_backend(&backend)?;
+            let mut t = match Terminal::open(&dir, accel) {
+                Ok(t) => t,
+                Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
+            };
+            let new_t = t.tick()?;
+            let reported = match &center {
+                Some(cdir) => {
+                    let mut c = Center::open(cdir)?;
+                    let report = t.tick_report(now)?;
+                    if let Err(f) = c.record_tick(&report, now) {
+                        return settle(Err::<(), _>(f), |_| unreachable!());
+                    }
+                    true
+                }
+                None => false,
+            };
+            Ok(ok(
+                format!("terminal {}: t = {new_t}{}", t.idt(), if reported { ", reported to the center" } else { "" }),
+                json!({"idt": t.idt(), "t": new_t, "reported": reported}),
+            ))
         }
         TerminalCmd::Sync { dir, center, upload, acked, lists, backend } => {
             if center.is_none() && upload.is_none() && acked.is_none() && lists.is_none() {
@@ -741,6 +840,105 @@ fn run_demo(d: &mut Demo, dir: &Path, bits: usize, accel: &mut Option<Box<dyn Ac
     });
     d.step("pay 100 with the copy at terminal B", "refused", || refused(with_terminal(accel, &tb, |t| t.pay(&mut copy, 100, PayFlow::Fig9, now)), "invalid-card list"));
     d.step("pay 100 with card 1 at terminal B", "refused", || refused(with_terminal(accel, &tb, |t| t.pay(&mut card1, 100, PayFlow::Fig9, now)), "invalid-card list"));
+    // Figs. 10-12: a stolen terminal.
+    let tc = dir.join("terminal-c");
+    let ok = d.step("enroll terminal C (Fig. 4A)", "ok", || match center
+        .enroll_terminal(now)
+        .map_err(Fail::from)
+        .and_then(|e| Terminal::install(&tc, &e, accel.take().expect("accelerator present"), now))
+    {
+        Ok(t) => {
+            let idt = t.idt();
+            *accel = Some(t.into_accelerator());
+            Ok(format!("IDT {idt}"))
+        }
+        Err(e) => Err(e.to_string()),
+    });
+    if !ok {
+        return Ok(());
+    }
+    let (u3, u4) = (dir.join("card-3.eeprom"), dir.join("card-4.eeprom"));
+    let mut card3 = Card::manufacture(&u3)?;
+    let mut card4 = Card::manufacture(&u4)?;
+    d.step("issue cards 3 and 4, load 2000 each (Fig. 7)", "ok", || {
+        let mut ids = Vec::new();
+        for c in [&mut card3, &mut card4] {
+            let i = disp.issue_card(&mut center, c, bits, now).map_err(|e| e.to_string())?;
+            disp.load(&mut center, c, 2_000, LoadFlow::Fig7, now).map_err(|e| e.to_string())?;
+            ids.push(i.idu);
+        }
+        Ok(format!("IDU {ids:?}"))
+    });
+    d.step("terminal C ticks TS_1 = F(TS_0), reports t = 1 (Fig. 11)", "ok", || {
+        with_terminal(accel, &tc, |t| {
+            let n = t.tick()?;
+            t.sync_with(&mut center, now)?;
+            Ok(n)
+        })
+        .map(|n| format!("t = {n}, center has it"))
+        .map_err(|e| e.to_string())
+    });
+    d.step("pay 100 with card 3 at terminal C (before the theft)", "ok", || paid(with_terminal(accel, &tc, |t| t.pay(&mut card3, 100, PayFlow::Fig9, now))));
+    let idt_c = with_terminal(accel, &tc, |t| Ok(t.idt())).unwrap_or(0);
+    d.step("center: terminal C reported stolen at t^j = 1, lists v3", "ok", || {
+        let t = center.report_stolen(idt_c).map_err(|e| e.to_string())?;
+        let s = center.issue_lists(now).map_err(|e| e.to_string())?;
+        let b = kessai::messages::ListBundle::parse(&s.body).map_err(|e| e.0)?;
+        Ok(format!("list v{}: troubled terminal {idt_c} at t = {t}", b.version))
+    });
+    d.step("thief ticks C to t = 2 and pays 100 with card 4", "ok", || {
+        paid(with_terminal(accel, &tc, |t| {
+            t.tick()?;
+            t.pay(&mut card4, 100, PayFlow::Fig9, now)
+        }))
+    });
+    d.step("terminal A loads the troubled-terminal list", "ok", || {
+        with_terminal(accel, &ta, |t| {
+            t.sync_with(&mut center, now)?;
+            t.accelerator().list_lookup(ListKind::TroubledTerminals, idt_c).map_err(|e| Fail::from(Error::Accel(e.to_string())))
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|h| if h.found { Ok(format!("LIST_LOOKUP {idt_c}: t^j = {}", h.t)) } else { Err("not listed".into()) })
+    });
+    d.step("pay 100 with card 3 at A (t^a = 1 <= t^j, stamp checked)", "ok", || paid(with_terminal(accel, &ta, |t| t.pay(&mut card3, 100, PayFlow::Fig9, now))));
+    d.step("pay 100 with card 4 at A (t^a = 2 > t^j)", "refused", || refused(with_terminal(accel, &ta, |t| t.pay(&mut card4, 100, PayFlow::Fig9, now)), "detained"));
+
+    // Figs. 13-17: credit cards.
+    let (u5, u6) = (dir.join("card-5.eeprom"), dir.join("card-6.eeprom"));
+    let mut card5 = Card::manufacture(&u5)?;
+    let mut card6 = Card::manufacture(&u6)?;
+    let mut ids = Vec::new();
+    d.step("issue credit cards 5 and 6 (setting number in the card)", "ok", || {
+        for c in [&mut card5, &mut card6] {
+            let i = disp.issue_card(&mut center, c, bits, now).map_err(|e| e.to_string())?;
+            disp.setup_credit(&mut center, c, b"4711", now + 365 * DAY, now).map_err(|e| e.to_string())?;
+            ids.push(i.idu);
+        }
+        Ok(format!("IDU {ids:?}"))
+    });
+    let (id5, id6) = (ids.first().copied().unwrap_or(0), ids.get(1).copied().unwrap_or(0));
+    d.step("card 5 registers its password at A (Fig. 15)", "ok", || {
+        with_terminal(accel, &ta, |t| t.register_password(&mut card5, &[id5], &[b"4711"], b"271828", true, now))
+            .map(|i| format!("card {i}: ID and setting number matched, Nc stored on ST(R * X * Nc)"))
+            .map_err(|e| e.to_string())
+    });
+    d.step("card 6: wrong setting number three times", "refused", || {
+        refused(with_terminal(accel, &ta, |t| t.register_password(&mut card6, &[id6], &[b"0000", b"1111", b"2222"], b"271828", true, now)), "marked itself")
+    });
+    d.step("credit service 2500 with card 5 at A (Fig. 17)", "ok", || {
+        with_terminal(accel, &ta, |t| t.credit_pay(&mut card5, &[b"271828"], 2_500, kessai::terminal::CreditFlow::Fig17, now))
+            .map(|r| format!("SU(M * IDU) verified, {} checks", r.checks))
+            .map_err(|e| e.to_string())
+    });
+    d.step("A uploads 2M6; the center verifies SU(M * IDU) and bills", "ok", || {
+        let ups = with_terminal(accel, &ta, |t| t.upload_services(&mut center, now)).map_err(|e| e.to_string())?;
+        let m = center.monthly_totals().map_err(|e| e.to_string())?;
+        match m.iter().find(|m| m.idu == id5) {
+            Some(m) if m.total == 2_500 => Ok(format!("{} record(s), {} card-signed; card {id5} owes {} for {}", ups.iter().map(|u| u.records).sum::<usize>(), ups.iter().map(|u| u.card_signed).sum::<usize>(), m.total, m.month)),
+            other => Err(format!("bill {other:?}")),
+        }
+    });
+
     let report = center.report()?;
     d.step("center report", "ok", || {
         Ok(format!("{} cards, {} usage records, {} clone(s), list v{}", report.cards.len(), report.usage_records, report.clones.len(), report.list_version.unwrap_or(0)))

@@ -62,12 +62,26 @@ impl Dispenser {
         Ok(Issued { idu: cert.id, bits, expires: cert.expires })
     }
 
+    /// Figs. 13-17 at issue: the center authorizes credit service until `expires` and the card
+    /// stores it with its setting number Ns (which never leaves the card again).
+    pub fn setup_credit(&self, center: &mut Center, card: &mut dyn CardLink, ns: &[u8], expires: u64, now: u64) -> Result<u64, Fail> {
+        check_secret(ns, "setting number").map_err(|e| crate::Error::usage(e.0))?;
+        let mut c = CardClient::new(card);
+        let (cert, _) = self.card_certificate(center, &mut c, now)?;
+        let cc = center.credit_certificate(&cert, expires, now)?;
+        c.credit_setup(ns, &cc).map_err(|e| card_fail("CREDIT SETUP", e))?;
+        Ok(cert.id)
+    }
+
     /// U -> D: nU, IDU, SA(nU * IDU); D verifies with nA.
-    fn card_certificate(&self, center: &Center, c: &mut CardClient) -> Result<Certificate, Fail> {
+    fn card_certificate(&self, center: &Center, c: &mut CardClient, now: u64) -> Result<(Certificate, MasterPublic), Fail> {
         let cert = c.certificate().map_err(|e| card_fail("GET CERTIFICATE", e))?;
-        let check = cert.check(&center.master_public()).map_err(|e| Fail::refused("card certificate", e.0))?;
+        // The master key the card was issued under (the current one, or one retired by a
+        // rollover and still trusted).
+        let master = center.master_for(cert.master_index, now)?;
+        let check = cert.check(&master).map_err(|e| Fail::refused("card certificate", e.0))?;
         check.verify_sw().map_err(|e| Fail::refused("card certificate", format!("{}: {e}", check.what)))?;
-        Ok(cert)
+        Ok((cert, master))
     }
 
     /// Adds `amount` to the card's value by `flow`.
@@ -85,7 +99,7 @@ impl Dispenser {
     /// (so the center can add to a value it has checked), then D -> U: V', SA(V' * IDU), IDC.
     fn load_fig4c(&self, center: &mut Center, card: &mut dyn CardLink, amount: u64, now: u64) -> Result<Loaded, Fail> {
         let mut c = CardClient::new(card);
-        let cert = self.card_certificate(center, &mut c)?;
+        let (cert, master) = self.card_certificate(center, &mut c, now)?;
         let r = nonce()?;
         let answer = c.read_value(&r).map_err(|e| card_fail("READ VALUE", e))?;
         let mut checks = vec![Check {
@@ -94,7 +108,7 @@ impl Dispenser {
             msg: card_value_body(cert.id, &r, &answer.x, answer.value),
             sig: answer.su.clone(),
         }];
-        checks.extend(answer.provenance.checks(&center.master_public(), cert.id, answer.value).map_err(|e| Fail::refused("provenance", e.0))?);
+        checks.extend(answer.provenance.checks(&master, cert.id, answer.value).map_err(|e| Fail::refused("provenance", e.0))?);
         verify_all_sw(&checks).map_err(|e| Fail::refused("card value", e))?;
         let v_old = answer.value;
         let seq = answer.seq;
@@ -108,7 +122,7 @@ impl Dispenser {
     /// verifies and relays to C; C -> D -> U: SA(Y * X * V' * IDU); U verifies and stores.
     fn recharge_fig7(&self, center: &mut Center, card: &mut dyn CardLink, amount: u64, now: u64) -> Result<Loaded, Fail> {
         let mut c = CardClient::new(card);
-        let cert = self.card_certificate(center, &mut c)?;
+        let (cert, master) = self.card_certificate(center, &mut c, now)?;
         let status = c.status().map_err(|e| card_fail("GET STATUS", e))?;
         let v_new = status
             .value
@@ -125,7 +139,7 @@ impl Dispenser {
             msg: recharge_request_body(cert.id, self.idc, &y, &offer.x, offer.v_old, v_new),
             sig: offer.su.clone(),
         }];
-        checks.extend(offer.provenance.checks(&center.master_public(), cert.id, offer.v_old).map_err(|e| Fail::refused("provenance", e.0))?);
+        checks.extend(offer.provenance.checks(&master, cert.id, offer.v_old).map_err(|e| Fail::refused("provenance", e.0))?);
         verify_all_sw(&checks).map_err(|e| Fail::refused("recharge request", e))?;
         let v_old = offer.v_old;
         let req = RechargeRequest { cert: cert.clone(), idc: self.idc, y, offer, amount };

@@ -43,8 +43,26 @@ pub enum Tag {
     ListBundle = 0x0301,
     /// ST(TS * S): a time-stamped terminal signature (Figs. 10-12).
     TimeStamp = 0x0401,
+    /// Hashed, never signed: one step TS_{i+1} = H(TS_i) of a terminal's time stamp (Fig. 11).
+    TimeStampStep = 0x0402,
+    /// ST(IDT * t): a terminal reports its update count t to the center (Fig. 11).
+    TickReport = 0x0403,
+    /// ST(IDT * IDU * R * IDT^a * t^a): a terminal tells a card to detain itself (Figs. 10-12).
+    Detain = 0x0404,
+    /// SA_old(nA_new) and SA_new(nA_old): a master key rollover announcement.
+    MasterRollover = 0x0104,
     /// SU(M * IDU): a card-signed credit service record (Fig. 17).
     ServiceRecord = 0x0501,
+    /// SA(IDU * expiry): the center authorizes a card for credit service (Figs. 13-17).
+    CreditCertificate = 0x0105,
+    /// SU(R * X): the card answers a terminal's challenge in a credit session (Figs. 15-17).
+    CreditAuth = 0x0502,
+    /// ST(R * X * Nc): the terminal registers a password on the card (Figs. 13, 15).
+    SetPassword = 0x0503,
+    /// ST(IDT * batch id * records): a terminal's signed upload of service records (2M6).
+    ServiceBatch = 0x0504,
+    /// One service record (IDU, D, V, ...) inside a [`Tag::ServiceBatch`]; never signed alone.
+    ServiceEntry = 0x0505,
 
     // 0x7Fxx: containers for storage and transport. Nothing is ever signed under these tags;
     // they exist so every byte string a party parses has the same strict decoder.
@@ -56,6 +74,15 @@ pub enum Tag {
     CardArea1 = 0x7F03,
     /// The card's area 6M2 (value and provenance, lock state) as stored in its EEPROM.
     CardArea2 = 0x7F04,
+    /// The credit part of 6M2: Ns, Nc, try counters, credit certificate, last record M.
+    CardCredit = 0x7F05,
+    /// A sealed (AEAD) message of the cipher channel (Fig. 8): type, direction, counter, nonce,
+    /// ciphertext.
+    Sealed = 0x7F06,
+    /// The associated data of a sealed message (never sent, only authenticated).
+    SealedHeader = 0x7F07,
+    /// Keys delivered under Ktemp (Fig. 8): key, KO.
+    KeyDelivery = 0x7F08,
     /// APDU data fields (docs/apdu.md), one tag per command or response layout.
     ApduStatus = 0x7F10,
     ApduPublicKey = 0x7F11,
@@ -68,6 +95,13 @@ pub enum Tag {
     ApduRechargeCommit = 0x7F18,
     ApduPayAuth = 0x7F19,
     ApduPayCommit = 0x7F1A,
+    ApduDetain = 0x7F1B,
+    ApduCreditSetup = 0x7F1C,
+    ApduCreditAuth = 0x7F1D,
+    ApduCreditInfo = 0x7F1E,
+    ApduSecret = 0x7F1F,
+    ApduSetPassword = 0x7F20,
+    ApduServiceRecord = 0x7F21,
 }
 
 impl Tag {
@@ -83,7 +117,20 @@ impl Tag {
             UsageRecord,
             ListBundle,
             TimeStamp,
+            TimeStampStep,
+            TickReport,
+            Detain,
+            MasterRollover,
             ServiceRecord,
+            CreditCertificate,
+            CreditAuth,
+            SetPassword,
+            ServiceBatch,
+            ServiceEntry,
+            CardCredit,
+            Sealed,
+            SealedHeader,
+            KeyDelivery,
             UsageBatch,
             RechargeRequest,
             RechargeValue,
@@ -103,6 +150,13 @@ impl Tag {
             ApduRechargeCommit,
             ApduPayAuth,
             ApduPayCommit,
+            ApduDetain,
+            ApduCreditSetup,
+            ApduCreditAuth,
+            ApduCreditInfo,
+            ApduSecret,
+            ApduSetPassword,
+            ApduServiceRecord,
         ]
         .into_iter()
         .find(|t| *t as u16 == v)

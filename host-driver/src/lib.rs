@@ -14,6 +14,7 @@ pub mod apdu;
 pub mod bench;
 pub mod card;
 pub mod center;
+pub mod channel;
 pub mod crypto;
 pub mod dispenser;
 pub mod encoding;

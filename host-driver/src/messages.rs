@@ -310,6 +310,51 @@ impl Certificate {
     }
 }
 
+/// A master key a party still trusts after a rollover: its public key and the time after which
+/// nothing signed under it is accepted (certificates included, whatever their own expiry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetiredMaster {
+    pub master: MasterPublic,
+    pub valid_until: u64,
+}
+
+/// SA_old(MasterRollover): the center announces, under the master key a party already holds,
+/// the next key and until when the old one stays trusted. Fields: old index, new index, nA_new,
+/// eA_new, old key valid until, issued.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterRolloverMsg {
+    pub old_index: u32,
+    pub new: MasterPublic,
+    pub old_valid_until: u64,
+    pub issued: u64,
+}
+
+impl MasterRolloverMsg {
+    pub fn body(&self) -> Vec<u8> {
+        Encoder::new(Tag::MasterRollover)
+            .u64(self.old_index as u64)
+            .u64(self.new.index as u64)
+            .uint(self.new.key.n())
+            .u64(self.new.key.e() as u64)
+            .u64(self.old_valid_until)
+            .u64(self.issued)
+            .finish()
+    }
+    pub fn parse(body: &[u8]) -> Result<Self, Malformed> {
+        let f = Fields::open(body, Tag::MasterRollover, 6, "master rollover")?;
+        let m = MasterRolloverMsg {
+            old_index: f.u32(0, "old index")?,
+            new: MasterPublic { index: f.u32(1, "new index")?, key: f.esign_key(2, "nA")? },
+            old_valid_until: f.u64(4, "old key valid until")?,
+            issued: f.u64(5, "issued")?,
+        };
+        if m.new.index != m.old_index.wrapping_add(1) || m.new.index == 0 {
+            return Err(Malformed(format!("master rollover from index {} to {}", m.old_index, m.new.index)));
+        }
+        Ok(m)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Value messages
 
@@ -351,8 +396,18 @@ pub enum Provenance {
     Load { idc: u64, seq: u64, sa: Vec<u8> },
     /// Fig. 7: SA(RechargeValue) by the center.
     Recharge { idc: u64, y: Vec<u8>, x: Vec<u8>, sa: Vec<u8> },
-    /// Figs. 5, 6, 9: the last terminal's certificate and ST(TerminalValue).
-    Payment { cert: Signed, r: Vec<u8>, x: Vec<u8>, st: Vec<u8> },
+    /// Figs. 5, 6, 9: the last terminal's certificate and ST(TerminalValue); with Figs. 10-12
+    /// also its update count t^a and ST^a(TS^a * S^a).
+    Payment { cert: Signed, r: Vec<u8>, x: Vec<u8>, st: Vec<u8>, stamp: Option<Stamp> },
+}
+
+/// The time stamp a terminal adds to a payment (Figs. 10-12): its update count t and
+/// ST(TimeStamp: IDT, t, TS_t, S), where S is its ST over the value. TS_t itself never leaves
+/// the terminal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub t: u64,
+    pub sig: Vec<u8>,
 }
 
 impl Provenance {
@@ -361,7 +416,8 @@ impl Provenance {
             Provenance::None => "none",
             Provenance::Load { .. } => "load (Fig. 4C)",
             Provenance::Recharge { .. } => "recharge (Fig. 7)",
-            Provenance::Payment { .. } => "payment (Figs. 5/6/9)",
+            Provenance::Payment { stamp: None, .. } => "payment (Figs. 5/6/9)",
+            Provenance::Payment { stamp: Some(_), .. } => "payment, time-stamped (Figs. 10-12)",
         }
     }
 
@@ -371,7 +427,10 @@ impl Provenance {
             Provenance::None => e.u64(0),
             Provenance::Load { idc, seq, sa } => e.u64(1).u64(*idc).u64(*seq).bytes(sa),
             Provenance::Recharge { idc, y, x, sa } => e.u64(2).u64(*idc).bytes(y).bytes(x).bytes(sa),
-            Provenance::Payment { cert, r, x, st } => e.u64(3).bytes(&cert.to_bytes()).bytes(r).bytes(x).bytes(st),
+            Provenance::Payment { cert, r, x, st, stamp: None } => e.u64(3).bytes(&cert.to_bytes()).bytes(r).bytes(x).bytes(st),
+            Provenance::Payment { cert, r, x, st, stamp: Some(s) } => {
+                e.u64(4).bytes(&cert.to_bytes()).bytes(r).bytes(x).bytes(st).u64(s.t).bytes(&s.sig)
+            }
         }
         .finish()
     }
@@ -403,13 +462,14 @@ impl Provenance {
                     sa: f.bytes(4).to_vec(),
                 }
             }
-            3 => {
-                want(5)?;
+            k @ (3 | 4) => {
+                want(if k == 3 { 5 } else { 7 })?;
                 Provenance::Payment {
                     cert: Signed::from_bytes(f.bytes(1), "terminal certificate")?,
                     r: f.nonce(2, "R", true)?,
                     x: f.nonce(3, "X", true)?,
                     st: f.bytes(4).to_vec(),
+                    stamp: if k == 4 { Some(Stamp { t: f.u64(5, "t")?, sig: f.bytes(6).to_vec() }) } else { None },
                 }
             }
             k => return Err(Malformed(format!("provenance: unknown kind {k}"))),
@@ -437,7 +497,7 @@ impl Provenance {
                 msg: recharge_value_body(master.index, idu, *idc, y, x, value),
                 sig: sa.clone(),
             }],
-            Provenance::Payment { cert, r, x, st } => {
+            Provenance::Payment { cert, r, x, st, .. } => {
                 let cert = Certificate::parse(Subject::Terminal, cert.clone())?;
                 vec![
                     Check { what: "SA(nT^a * IDT^a) of the last terminal", ..cert.check(master)? },
@@ -472,11 +532,12 @@ impl Provenance {
 // ---------------------------------------------------------------------------------------------
 // List bundles (Fig. 9 invalid cards, Fig. 16 lost cards, Figs. 10-11 troubled terminals)
 
-/// A troubled terminal: IDT, SHA-256 of its TS0, and the update count t it had reached.
+/// A troubled terminal: IDT, its TS0 (in full: a terminal recomputes TS^a from it) and the
+/// update count t it had reached when it was reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TroubledEntry {
     pub idt: u64,
-    pub ts0_digest: [u8; 32],
+    pub ts0: [u8; 32],
     pub t: u64,
 }
 
@@ -506,7 +567,7 @@ impl ListBundle {
         let troubled: Vec<u8> = self
             .troubled
             .iter()
-            .flat_map(|t| t.idt.to_be_bytes().into_iter().chain(t.ts0_digest).chain(t.t.to_be_bytes()))
+            .flat_map(|t| t.idt.to_be_bytes().into_iter().chain(t.ts0).chain(t.t.to_be_bytes()))
             .collect();
         Encoder::new(Tag::ListBundle)
             .u64(self.master_index as u64)
@@ -552,7 +613,7 @@ impl ListBundle {
             .chunks(48)
             .map(|c| TroubledEntry {
                 idt: u64::from_be_bytes(c[..8].try_into().expect("8")),
-                ts0_digest: c[8..40].try_into().expect("32"),
+                ts0: c[8..40].try_into().expect("32"),
                 t: u64::from_be_bytes(c[40..].try_into().expect("8")),
             })
             .collect();
@@ -585,6 +646,11 @@ impl ListBundle {
         }
     }
 
+    /// The troubled-terminal entry for `idt`, if it is listed.
+    pub fn troubled(&self, idt: u64) -> Option<&TroubledEntry> {
+        self.troubled.binary_search_by_key(&idt, |t| t.idt).ok().map(|i| &self.troubled[i])
+    }
+
     /// Every card the terminal must refuse, ascending, once each.
     pub fn refused_cards(&self) -> Vec<u64> {
         let mut v: Vec<u64> = self.invalid.iter().chain(&self.lost).copied().collect();
@@ -592,6 +658,58 @@ impl ListBundle {
         v.dedup();
         v
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time stamps (Figs. 10-12)
+
+/// The most steps a verifier recomputes from TS0 (about 0.5 s of SHA-256): a bound on the work
+/// a listed terminal's t can ask for. A terminal ticking daily reaches it after 2700 years.
+pub const MAX_T: u64 = 1_000_000;
+
+/// One step of the one-way time-stamp function: TS_{i+1} = SHA-256(TimeStampStep: TS_i).
+pub fn ts_step(ts: &[u8; 32]) -> [u8; 32] {
+    sha2::Sha256::digest(Encoder::new(Tag::TimeStampStep).bytes(ts).finish()).into()
+}
+
+/// TS_t from TS0 (t steps). `None` above [`MAX_T`].
+pub fn ts_at(ts0: &[u8; 32], t: u64) -> Option<[u8; 32]> {
+    if t > MAX_T {
+        return None;
+    }
+    let mut ts = *ts0;
+    for _ in 0..t {
+        ts = ts_step(&ts);
+    }
+    Some(ts)
+}
+
+/// What the accelerator's list memory holds for a troubled terminal's TS0: the first 64 bits
+/// of SHA-256(TS0) (the board never holds the secret itself).
+pub fn ts0_tag(ts0: &[u8; 32]) -> u64 {
+    let d: [u8; 32] = sha2::Sha256::digest(ts0).into();
+    u64::from_be_bytes(d[..8].try_into().expect("8"))
+}
+
+/// ST(TS * S), Figs. 10-12: IDT, t, TS_t, S (the terminal's signature over the value).
+pub fn time_stamp_body(idt: u64, t: u64, ts: &[u8; 32], s: &[u8]) -> Vec<u8> {
+    Encoder::new(Tag::TimeStamp).u64(idt).u64(t).bytes(ts).bytes(s).finish()
+}
+
+/// ST(IDT * t), Fig. 11: a terminal reports its update count to the center.
+pub fn tick_report_body(idt: u64, t: u64, at: u64) -> Vec<u8> {
+    Encoder::new(Tag::TickReport).u64(idt).u64(t).u64(at).finish()
+}
+
+/// Parses a tick report: (IDT, t, at).
+pub fn parse_tick_report(body: &[u8]) -> Result<(u64, u64, u64), Malformed> {
+    let f = Fields::open(body, Tag::TickReport, 3, "tick report")?;
+    Ok((f.u64(0, "IDT")?, f.u64(1, "t")?, f.u64(2, "at")?))
+}
+
+/// ST(IDT * IDU * R * IDT^a * t^a): the terminal detains a card updated by a stolen terminal.
+pub fn detain_body(idt: u64, idu: u64, r: &[u8], idt_a: u64, t_a: u64) -> Vec<u8> {
+    Encoder::new(Tag::Detain).u64(idt).u64(idu).bytes(r).u64(idt_a).u64(t_a).finish()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -660,6 +778,130 @@ impl UsageBatch {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Credit cards (Figs. 13-17)
+
+/// Setting number Ns and password Nc: 4 to 16 octets (digits as the user types them).
+pub fn check_secret(s: &[u8], what: &str) -> std::result::Result<(), Malformed> {
+    if (4..=16).contains(&s.len()) {
+        Ok(())
+    } else {
+        Err(Malformed(format!("{what}: {} octets, expected 4 to 16", s.len())))
+    }
+}
+
+/// SA(IDU * expiry): credit service for card IDU until `expires` (the patent's SA(Ns) and
+/// SA(IDU * SA(Ns)), without Ns: the setting number never leaves the card).
+pub fn credit_certificate_body(master_index: u32, idu: u64, expires: u64) -> Vec<u8> {
+    Encoder::new(Tag::CreditCertificate).u64(master_index as u64).u64(idu).u64(expires).finish()
+}
+
+/// Parses a credit certificate: (master index, IDU, expiry).
+pub fn parse_credit_certificate(body: &[u8]) -> Result<(u32, u64, u64), Malformed> {
+    let f = Fields::open(body, Tag::CreditCertificate, 3, "credit certificate")?;
+    Ok((f.u32(0, "master index")?, f.u64(1, "IDU")?, f.u64(2, "expiry")?))
+}
+
+/// SU(R * X), Figs. 15-17: IDU, R, X.
+pub fn credit_auth_body(idu: u64, r: &[u8], x: &[u8]) -> Vec<u8> {
+    Encoder::new(Tag::CreditAuth).u64(idu).bytes(r).bytes(x).finish()
+}
+
+/// ST(R * X * Nc), Figs. 13, 15: IDT, IDU, R, X, Nc (R, X empty in Fig. 13).
+pub fn set_password_body(idt: u64, idu: u64, r: &[u8], x: &[u8], nc: &[u8]) -> Vec<u8> {
+    Encoder::new(Tag::SetPassword).u64(idt).u64(idu).bytes(r).bytes(x).bytes(nc).finish()
+}
+
+/// SU(M * IDU), Fig. 17: IDU, IDT, date D, charge V, R, X.
+pub fn service_record_body(idu: u64, idt: u64, date: u64, charge: u64, r: &[u8], x: &[u8]) -> Vec<u8> {
+    Encoder::new(Tag::ServiceRecord).u64(idu).u64(idt).u64(date).u64(charge).bytes(r).bytes(x).finish()
+}
+
+/// One credit service in 2M6: IDU, IDT, date D, charge V, and for Fig. 17 the nonces and
+/// SU(M * IDU) (empty for Figs. 14 and 16, where only the terminal's upload signature vouches).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceEntry {
+    pub idu: u64,
+    pub idt: u64,
+    pub date: u64,
+    pub charge: u64,
+    #[serde(with = "hex_vec")]
+    pub r: Vec<u8>,
+    #[serde(with = "hex_vec")]
+    pub x: Vec<u8>,
+    #[serde(with = "hex_vec")]
+    pub su: Vec<u8>,
+}
+
+impl ServiceEntry {
+    pub fn encode(&self) -> Vec<u8> {
+        Encoder::new(Tag::ServiceEntry)
+            .u64(self.idu)
+            .u64(self.idt)
+            .u64(self.date)
+            .u64(self.charge)
+            .bytes(&self.r)
+            .bytes(&self.x)
+            .bytes(&self.su)
+            .finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<Self, Malformed> {
+        let f = Fields::open(b, Tag::ServiceEntry, 7, "service record")?;
+        let e = ServiceEntry {
+            idu: f.u64(0, "IDU")?,
+            idt: f.u64(1, "IDT")?,
+            date: f.u64(2, "date")?,
+            charge: f.u64(3, "charge")?,
+            r: f.nonce(4, "R", true)?,
+            x: f.nonce(5, "X", true)?,
+            su: f.bytes(6).to_vec(),
+        };
+        if e.charge == 0 || e.charge > i64::MAX as u64 {
+            return Err(Malformed(format!("service record: charge {}", e.charge)));
+        }
+        Ok(e)
+    }
+    /// The body the card signed (Fig. 17).
+    pub fn signed_body(&self) -> Vec<u8> {
+        service_record_body(self.idu, self.idt, self.date, self.charge, &self.r, &self.x)
+    }
+}
+
+/// ST(IDT * batch id * created * records): a terminal's upload of 2M6.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceBatch {
+    pub idt: u64,
+    pub batch_id: [u8; 16],
+    pub created: u64,
+    pub entries: Vec<ServiceEntry>,
+}
+
+impl ServiceBatch {
+    pub fn body(&self) -> Vec<u8> {
+        let mut e = Encoder::new(Tag::ServiceBatch).u64(self.idt).bytes(&self.batch_id).u64(self.created);
+        for r in &self.entries {
+            e = e.bytes(&r.encode());
+        }
+        e.finish()
+    }
+    pub fn parse(body: &[u8]) -> Result<Self, Malformed> {
+        let f = Fields::open_min(body, Tag::ServiceBatch, 3, "service batch")?;
+        if f.len() - 3 > MAX_BATCH {
+            return Err(Malformed(format!("service batch of {} records, at most {MAX_BATCH}", f.len() - 3)));
+        }
+        let b = ServiceBatch {
+            idt: f.u64(0, "IDT")?,
+            batch_id: f.fixed::<16>(1, "batch id")?,
+            created: f.u64(2, "created")?,
+            entries: (3..f.len()).map(|i| ServiceEntry::decode(f.bytes(i))).collect::<Result<_, _>>()?,
+        };
+        if let Some(e) = b.entries.iter().find(|e| e.idt != b.idt) {
+            return Err(Malformed(format!("service batch of terminal {} holds a record of terminal {}", b.idt, e.idt)));
+        }
+        Ok(b)
+    }
+}
+
 /// serde for fixed byte arrays as hex strings.
 pub mod hex_array {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -710,7 +952,7 @@ mod tests {
             expires: 20,
             invalid: vec![1, 5],
             lost: vec![],
-            troubled: vec![TroubledEntry { idt: 4, ts0_digest: [7; 32], t: 3 }],
+            troubled: vec![TroubledEntry { idt: 4, ts0: [7; 32], t: 3 }],
         };
         assert_eq!(ListBundle::parse(&b.body()).unwrap(), b);
         let unsorted = ListBundle { invalid: vec![5, 1], ..b.clone() };

@@ -32,6 +32,18 @@ pub const STATE_FILE: &str = "terminal.json";
 pub const KEY_FILE: &str = "terminal.key";
 pub const LISTS_FILE: &str = "lists.bin";
 pub const USAGE_FILE: &str = "usage.json";
+pub const DETAINED_FILE: &str = "detained.json";
+/// Fig. 8: KT, KO and the C <-> T channel counters (owner-only).
+pub const CHANNEL_FILE: &str = "channel.json";
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct ChannelFile {
+    #[serde(with = "hex_array")]
+    kt: [u8; 32],
+    #[serde(with = "hex_array")]
+    ko: [u8; 32],
+    state: crate::channel::ChannelState,
+}
 
 /// Which pay flow to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -44,7 +56,7 @@ pub enum PayFlow {
     Fig9,
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct StateFile {
     idt: u64,
     master_index: u32,
@@ -53,11 +65,48 @@ struct StateFile {
     master_e: u32,
     #[serde(with = "hex_vec")]
     certificate: Vec<u8>,
-    #[serde(with = "hex_array")]
-    ts0: [u8; 32],
+    /// TS_t only: TS0 and every earlier stamp are forgotten, so a thief holding the terminal
+    /// cannot make a stamp for a t the center still trusts (Fig. 11).
     #[serde(with = "hex_array")]
     ts: [u8; 32],
     t: u64,
+    /// Master keys retired by a rollover and still trusted until `valid_until`.
+    #[serde(default)]
+    retired: Vec<RetiredFile>,
+    /// The terminal's certificates under retired master keys (hex envelopes), shown to cards
+    /// that know only an old nA.
+    #[serde(default)]
+    extra_certs: Vec<String>,
+}
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct RetiredFile {
+    index: u32,
+    #[serde(with = "hex_vec")]
+    n: Vec<u8>,
+    e: u32,
+    valid_until: u64,
+}
+
+impl RetiredFile {
+    fn of(r: &RetiredMaster) -> Self {
+        RetiredFile { index: r.master.index, n: r.master.key.n().to_bytes_be(), e: r.master.key.e(), valid_until: r.valid_until }
+    }
+    fn master(&self) -> Result<RetiredMaster> {
+        let key = esign::PublicKey::new(BigUint::from_bytes_be(&self.n), &BigUint::from(self.e))?;
+        Ok(RetiredMaster { master: MasterPublic { index: self.index, key }, valid_until: self.valid_until })
+    }
+}
+
+/// A card this terminal detained (Figs. 10-12): written by stolen terminal `idt_a` at its
+/// update count `t_a`, after the count `t_j` the center had when it was reported.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Detention {
+    pub idu: u64,
+    pub idt_a: u64,
+    pub t_a: u64,
+    pub t_j: u64,
+    pub at: u64,
 }
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
@@ -112,6 +161,8 @@ pub struct Terminal {
     master: MasterPublic,
     key: esign::PrivateKey,
     cert: Certificate,
+    retired: Vec<RetiredMaster>,
+    extra_certs: Vec<Certificate>,
     state: StateFile,
     lists: Option<(ListBundle, Signed)>,
     usage: UsageFile,
@@ -180,10 +231,13 @@ impl Terminal {
                 master_n: e.master.key.n().to_bytes_be(),
                 master_e: e.master.key.e(),
                 certificate: e.cert.signed.to_bytes(),
-                ts0: e.ts0,
                 ts: e.ts0,
                 t: 0,
+                retired: e.retired.iter().map(RetiredFile::of).collect(),
+                extra_certs: e.extra_certs.iter().map(|c| hex::encode(c.signed.to_bytes())).collect(),
             },
+            retired: e.retired.clone(),
+            extra_certs: e.extra_certs.clone(),
             lists: None,
             usage: UsageFile::default(),
             verifier,
@@ -193,6 +247,11 @@ impl Terminal {
         t.check_own_certificate()?;
         std::fs::create_dir_all(dir).map_err(|err| Error::io(dir, err))?;
         write_atomic_private(&dir.join(KEY_FILE), &keyfile::esign_private_to_der(&e.key))?;
+        // Fig. 8: (KT, KO) arrive under Ktemp, once.
+        let (kt, ko) = crate::channel::open_first_delivery(&e.ktemp, e.idt, &e.key_delivery, dir.join(CHANNEL_FILE).exists())
+            .map_err(|err| Fail::refused("key delivery", err.to_string()))?;
+        let ch = ChannelFile { kt, ko, state: crate::channel::ChannelState { next_send: 1, recv_max: 0, recv_window: 0 } };
+        write_atomic_private(&dir.join(CHANNEL_FILE), &serde_json::to_vec(&ch).expect("serializable"))?;
         write_json(&dir.join(USAGE_FILE), &t.usage)?;
         write_json(&dir.join(STATE_FILE), &t.state)?;
         t.load_lists(&e.lists, now)?;
@@ -213,6 +272,15 @@ impl Terminal {
             .map_err(|e| e.in_file(&state_path))?;
         let master = MasterPublic { index: state.master_index, key: master_key };
         let cert = Certificate::from_bytes(Subject::Terminal, &state.certificate).map_err(|e| Error::input(&state_path, e.0))?;
+        let retired = state.retired.iter().map(|r| r.master().map_err(|e| e.in_file(&state_path))).collect::<Result<Vec<_>>>()?;
+        let extra_certs = state
+            .extra_certs
+            .iter()
+            .map(|h| {
+                let b = hex::decode(h).map_err(|e| Error::input(&state_path, format!("extra certificate: {e}")))?;
+                Certificate::from_bytes(Subject::Terminal, &b).map_err(|e| Error::input(&state_path, e.0))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let backend_name = accel.name();
         let verifier = start_verifier(accel, &master)?;
         let mut t = Terminal {
@@ -221,6 +289,8 @@ impl Terminal {
             master,
             key,
             cert,
+            retired,
+            extra_certs,
             state,
             lists: None,
             usage,
@@ -309,9 +379,85 @@ impl Terminal {
     }
 
     fn check_own_certificate(&mut self) -> std::result::Result<(), Fail> {
-        let check = self.cert.check(&self.master).map_err(|e| Fail::refused("own certificate", e.0))?;
-        self.require("own certificate", &[check])?;
+        let mut checks = vec![self.cert.check(&self.master).map_err(|e| Fail::refused("own certificate", e.0))?];
+        for c in &self.extra_certs {
+            if c.key != *self.key.public_key() || c.id != self.idt {
+                return Err(Fail::refused("own certificate", "a certificate under a retired master key is not for this terminal"));
+            }
+            let master = self.master_for(c.master_index, None)?;
+            checks.push(c.check(&master).map_err(|e| Fail::refused("own certificate", e.0))?);
+        }
+        self.require("own certificate", &checks)?;
         Ok(())
+    }
+
+    /// Master key `index` as trusted at `now` (`None`: whatever its grace period, for data
+    /// that carries its own expiry): the current nA, or a retired one before its end.
+    fn master_for(&self, index: u32, now: Option<u64>) -> std::result::Result<MasterPublic, Fail> {
+        if index == self.master.index {
+            return Ok(self.master.clone());
+        }
+        match self.retired.iter().find(|r| r.master.index == index) {
+            Some(r) if now.is_none_or(|n| r.valid_until > n) => Ok(r.master.clone()),
+            Some(r) => Err(Fail::refused(
+                "master key",
+                format!("signed under retired master key {index}, trusted until {} (now {})", r.valid_until, now.unwrap_or(0)),
+            )),
+            None => Err(Fail::refused("master key", format!("master key {index} is not known to this terminal (it holds {})", self.master.index))),
+        }
+    }
+
+    /// The index of the master key the terminal holds now.
+    pub fn master_index(&self) -> u32 {
+        self.master.index
+    }
+
+    /// Follows the center's master key rollovers: each announcement must be signed by the
+    /// master key the terminal holds (checked on the accelerator); the old key is kept as
+    /// retired with its grace period, the terminal's old certificate kept for cards that know
+    /// only the old key, and `cert` (under the new key, for this terminal's own key) becomes
+    /// current. Nothing changes unless all of it verifies.
+    pub fn accept_rollover(&mut self, chain: &[Signed], cert: Certificate, now: u64) -> std::result::Result<u32, Fail> {
+        let _ = now;
+        let mut master = self.master.clone();
+        let mut retired = self.retired.clone();
+        let mut extra = self.extra_certs.clone();
+        let mut current_cert = self.cert.clone();
+        for a in chain {
+            let msg = MasterRolloverMsg::parse(&a.body).map_err(|e| Error::malformed(e.0))?;
+            if msg.old_index != master.index {
+                return Err(Fail::refused("rollover", format!("announcement from key {}, the terminal holds key {}", msg.old_index, master.index)));
+            }
+            let check = Check { what: "SA_old(next master key)", key: master.key.clone(), msg: a.body.clone(), sig: a.sig.clone() };
+            self.require("rollover", &[check])?;
+            retired.push(RetiredMaster { master: master.clone(), valid_until: msg.old_valid_until });
+            if current_cert.master_index == master.index {
+                extra.push(current_cert.clone());
+            }
+            master = msg.new;
+        }
+        if cert.subject != Subject::Terminal || cert.id != self.idt || cert.key != *self.key.public_key() || cert.master_index != master.index {
+            return Err(Fail::refused("rollover", "the new certificate is not for this terminal's key under the new master key"));
+        }
+        let check = cert.check(&master).map_err(|e| Fail::refused("rollover", e.0))?;
+        self.require("rollover", &[check])?;
+        current_cert = cert;
+        let next = StateFile {
+            master_index: master.index,
+            master_n: master.key.n().to_bytes_be(),
+            master_e: master.key.e(),
+            certificate: current_cert.signed.to_bytes(),
+            retired: retired.iter().map(RetiredFile::of).collect(),
+            extra_certs: extra.iter().map(|c| hex::encode(c.signed.to_bytes())).collect(),
+            ..self.state.clone()
+        };
+        write_json(&self.dir.join(STATE_FILE), &next)?;
+        self.state = next;
+        self.master = master;
+        self.retired = retired;
+        self.extra_certs = extra;
+        self.cert = current_cert;
+        Ok(self.master.index)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -319,13 +465,13 @@ impl Terminal {
 
     fn verify_bundle(&mut self, signed: &Signed) -> std::result::Result<ListBundle, Fail> {
         let bundle = ListBundle::parse(&signed.body).map_err(|e| Error::malformed(e.0))?;
-        if bundle.master_index != self.master.index {
-            return Err(Fail::refused(
-                "list bundle",
-                format!("signed under master key {}, this terminal holds key {}", bundle.master_index, self.master.index),
-            ));
-        }
-        let check = Check { what: "SA(list bundle)", key: self.master.key.clone(), msg: signed.body.clone(), sig: signed.sig.clone() };
+        // The bundle names the master key it is signed with: the current one, or a retired one
+        // (a bundle stored before a rollover; it expires on its own).
+        let master = self.master_for(bundle.master_index, None).map_err(|f| match f {
+            Fail::Refused { reason, .. } => Fail::refused("list bundle", reason),
+            e => e,
+        })?;
+        let check = Check { what: "SA(list bundle)", key: master.key.clone(), msg: signed.body.clone(), sig: signed.sig.clone() };
         self.require("list bundle", &[check])?;
         Ok(bundle)
     }
@@ -337,7 +483,7 @@ impl Terminal {
             .troubled
             .iter()
             .map(|t| {
-                let ts0 = u64::from_be_bytes(t.ts0_digest[..8].try_into().expect("8"));
+                let ts0 = ts0_tag(&t.ts0);
                 let tt = u32::try_from(t.t).map_err(|_| Error::malformed(format!("troubled terminal {}: t = {} over 32 bits", t.idt, t.t)))?;
                 Ok(ListEntry::Terminal(TroubledTerminal { idt: t.idt, ts0, t: tt }))
             })
@@ -415,6 +561,66 @@ impl Terminal {
         Ok(local)
     }
 
+    /// Figs. 10-12: is terminal `idt_a` on the troubled-terminal list? Asked of the
+    /// accelerator's list memory (which holds IDT, the first 64 bits of SHA-256(TS0) and t); the
+    /// full TS0 comes from the terminal's verified copy of the bundle, and the two must agree.
+    fn troubled_entry(&mut self, idt_a: u64) -> std::result::Result<Option<TroubledEntry>, Fail> {
+        let Some((bundle, _)) = &self.lists else {
+            return Err(Fail::refused("troubled-terminal list", "no list bundle loaded; sync with the center"));
+        };
+        let (version, local) = (bundle.version, bundle.troubled(idt_a).copied());
+        let hit = self.verifier.accelerator().list_lookup(ListKind::TroubledTerminals, idt_a).map_err(accel_err)?;
+        let agrees = hit.version == version
+            && match &local {
+                None => !hit.found,
+                Some(l) => hit.found && hit.ts0 == ts0_tag(&l.ts0) && hit.t as u64 == l.t,
+            };
+        if !agrees {
+            return Err(accel_err(format!(
+                "list memory says terminal {idt_a}: found {} (TS0 tag {:016x}, t {}, version {}), the terminal's copy: {:?} (version {version})",
+                hit.found, hit.ts0, hit.t, hit.version, local.map(|l| (ts0_tag(&l.ts0), l.t))
+            )));
+        }
+        Ok(local)
+    }
+
+    fn record_detention(&mut self, d: Detention) -> Result<()> {
+        let path = self.dir.join(DETAINED_FILE);
+        let mut all: Vec<Detention> = if path.exists() { read_json(&path)? } else { Vec::new() };
+        all.push(d);
+        write_json(&path, &all)
+    }
+
+    /// Cards this terminal has detained.
+    pub fn detentions(&self) -> Result<Vec<Detention>> {
+        let path = self.dir.join(DETAINED_FILE);
+        if path.exists() {
+            read_json(&path)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// The update count t (Fig. 11).
+    pub fn t(&self) -> u64 {
+        self.state.t
+    }
+
+    /// Fig. 11: TS_{t+1} = F(TS_t), t + 1; the old stamp is forgotten. Written atomically
+    /// before it is used.
+    pub fn tick(&mut self) -> Result<u64> {
+        let t = self.state.t.checked_add(1).filter(|t| *t <= MAX_T).ok_or_else(|| Error::usage(format!("t = {} is at its limit {MAX_T}", self.state.t)))?;
+        let next = StateFile { ts: ts_step(&self.state.ts), t, ..self.state.clone() };
+        write_json(&self.dir.join(STATE_FILE), &next)?;
+        self.state = next;
+        Ok(t)
+    }
+
+    /// ST(IDT * t * now): the report of the update count the center keeps per terminal.
+    pub fn tick_report(&self, now: u64) -> Result<Signed> {
+        Signed::sign(&self.key, tick_report_body(self.idt, self.state.t, now))
+    }
+
     // -----------------------------------------------------------------------------------------
     // Payment (Figs. 5, 6, 9)
 
@@ -431,7 +637,20 @@ impl Terminal {
         // Authentication notice: the card's certificate (verified below, with the rest).
         let card_cert = c.certificate().map_err(|e| card_fail("GET CERTIFICATE", e))?;
         let idu = card_cert.id;
-        let cert_check = card_cert.check(&self.master).map_err(|e| Fail::refused("card certificate", e.0))?;
+        // The master key the card was issued under: current, or retired and still in its grace.
+        let master = self.master_for(card_cert.master_index, Some(now)).map_err(|f| match f {
+            Fail::Refused { reason, .. } => Fail::refused("card certificate", reason),
+            e => e,
+        })?;
+        let cert_check = card_cert.check(&master).map_err(|e| Fail::refused("card certificate", e.0))?;
+        // The card holds that nA only: show it the terminal's certificate under the same key.
+        let my_cert = if self.cert.master_index == master.index {
+            self.cert.clone()
+        } else {
+            self.extra_certs.iter().find(|c| c.master_index == master.index).cloned().ok_or_else(|| {
+                Fail::refused("card certificate", format!("this terminal holds no certificate under master key {} of card {idu}", master.index))
+            })?
+        };
         if card_cert.expires <= now {
             return Err(Fail::refused("card certificate", format!("card {idu} expired at {}", card_cert.expires)));
         }
@@ -442,7 +661,7 @@ impl Terminal {
             PayFlow::Fig5 => Vec::new(),
             PayFlow::Fig9 => nonce()?,
         };
-        let ans = c.pay_auth(&self.cert, &r).map_err(|e| card_fail("PAY AUTH", e))?;
+        let ans = c.pay_auth(&my_cert, &r).map_err(|e| card_fail("PAY AUTH", e))?;
         let mut checks = vec![
             cert_check,
             Check {
@@ -452,8 +671,48 @@ impl Terminal {
                 sig: ans.su.clone(),
             },
         ];
-        checks.extend(ans.provenance.checks(&self.master, idu, ans.value).map_err(|e| Fail::refused("provenance of V", e.0))?);
+        checks.extend(ans.provenance.checks(&master, idu, ans.value).map_err(|e| Fail::refused("provenance of V", e.0))?);
+        // Figs. 10-12: a value written by a terminal on the troubled-terminal list needs its time
+        // stamp checked; in the same batch.
+        let mut stolen_after: Option<(u64, u64, u64)> = None;
+        if let Provenance::Payment { cert: prev, st: st_a, stamp, .. } = &ans.provenance {
+            let prev = Certificate::parse(Subject::Terminal, prev.clone()).map_err(|e| Fail::refused("provenance of V", e.0))?;
+            if let Some(entry) = self.troubled_entry(prev.id)? {
+                let Some(stamp) = stamp else {
+                    return Err(Fail::refused(
+                        "troubled terminal",
+                        format!("value written by troubled terminal {} carries no time stamp", prev.id),
+                    ));
+                };
+                let ts_a = ts_at(&entry.ts0, stamp.t).ok_or_else(|| {
+                    Fail::refused("troubled terminal", format!("t^a = {} is beyond the {MAX_T} steps a terminal recomputes", stamp.t))
+                })?;
+                checks.push(Check {
+                    what: "ST^a(TS^a * S^a) of a troubled terminal (time stamp)",
+                    key: prev.key.clone(),
+                    msg: time_stamp_body(prev.id, stamp.t, &ts_a, st_a),
+                    sig: stamp.sig.clone(),
+                });
+                if stamp.t > entry.t {
+                    stolen_after = Some((prev.id, stamp.t, entry.t));
+                }
+            }
+        }
         let batches = self.require("card value", &checks)?;
+        if let Some((idt_a, t_a, t_j)) = stolen_after {
+            // Genuinely written by the stolen terminal after the count the center last had: the
+            // terminal detains the card (the card locks itself on the terminal's signed word).
+            let st = self.key.sign(HASH, &detain_body(self.idt, idu, &r, idt_a, t_a))?;
+            let card_locked = matches!(c.detain(idt_a, t_a, &st), Err(CardError::Status(s)) if s == sw::BLOCKED);
+            self.record_detention(Detention { idu, idt_a, t_a, t_j, at: now })?;
+            return Err(Fail::refused(
+                "troubled terminal",
+                format!(
+                    "card {idu} was updated by stolen terminal {idt_a} at t^a = {t_a} > t^j = {t_j}: refused and detained{}",
+                    if card_locked { " (the card locked itself)" } else { " (the card did not confirm its lock)" }
+                ),
+            ));
+        }
         // The user picks a service of charge v; it is served only if V >= v.
         let v_after = ans
             .value
@@ -465,7 +724,8 @@ impl Terminal {
             .map_err(|e| Fail::refused("provenance of V", e.0))?
             .ok_or_else(|| Fail::refused("value", "the card was never loaded"))?;
         let st = self.key.sign(HASH, &terminal_value_body(self.idt, idu, &r, &ans.x, v_after))?;
-        c.pay_commit(v_after, &st).map_err(|e| card_fail("PAY COMMIT", e))?;
+        let stamp = Stamp { t: self.state.t, sig: self.key.sign(HASH, &time_stamp_body(self.idt, self.state.t, &self.state.ts, &st))? };
+        c.pay_commit_stamped(v_after, &st, &stamp).map_err(|e| card_fail("PAY COMMIT", e))?;
         // The value was updated: keep the usage-management record for the center.
         self.usage.pending.push(UsageRecord { idu, h, v_before: ans.value, v_after, at: now });
         write_json(&self.dir.join(USAGE_FILE), &self.usage)?;
@@ -528,16 +788,81 @@ impl Terminal {
         Ok(())
     }
 
+    fn channel(&self) -> Result<Option<(ChannelFile, crate::channel::Channel)>> {
+        use crate::channel::{Channel, Direction};
+        let path = self.dir.join(CHANNEL_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let f: ChannelFile = read_json(&path)?;
+        let ch = Channel::resume(f.kt, self.idt, 0, Direction::TerminalToCenter, Direction::CenterToTerminal, f.state.clone());
+        Ok(Some((f, ch)))
+    }
+
+    fn save_channel(&self, f: &ChannelFile, ch: &crate::channel::Channel) -> Result<()> {
+        let next = ChannelFile { state: ch.state.clone(), ..f.clone() };
+        write_atomic_private(&self.dir.join(CHANNEL_FILE), &serde_json::to_vec(&next).expect("serializable"))
+    }
+
+    /// A list bundle sealed by the center under KT (Fig. 8): refused if it does not
+    /// authenticate or is a replay; then as [`Terminal::load_lists`].
+    pub fn load_sealed_lists(&mut self, sealed: &[u8], now: u64) -> std::result::Result<ListsLoaded, Fail> {
+        let Some((f, mut ch)) = self.channel()? else {
+            return Err(Fail::refused("cipher channel", "this terminal holds no KT"));
+        };
+        let plain = ch.open(crate::encoding::Tag::ListBundle, sealed).map_err(|e| Fail::refused("cipher channel", e.to_string()))?;
+        self.save_channel(&f, &ch)?;
+        let signed = Signed::from_bytes(&plain, "list bundle").map_err(|e| Error::malformed(e.0))?;
+        self.load_lists(&signed, now)
+    }
+
+    /// The next upload sealed under KT (T -> C), or `None` if nothing is pending.
+    pub fn export_sealed_batch(&mut self, now: u64) -> std::result::Result<Option<([u8; 16], Vec<u8>)>, Fail> {
+        let Some((f, mut ch)) = self.channel()? else {
+            return Err(Fail::refused("cipher channel", "this terminal holds no KT"));
+        };
+        let Some((id, bytes)) = self.export_batch(now)? else { return Ok(None) };
+        let sealed = ch.seal(crate::encoding::Tag::UsageBatch, &bytes)?;
+        self.save_channel(&f, &ch)?;
+        Ok(Some((id, sealed)))
+    }
+
     /// Uploads every pending record to `center`, then loads the center's latest list bundle if
-    /// it is newer than the one held.
+    /// it is newer than the one held. With KT (every terminal installed since Fig. 8), uploads
+    /// and the bundle travel sealed.
     pub fn sync_with(&mut self, center: &mut Center, now: u64) -> std::result::Result<SyncReport, Fail> {
         let mut uploaded = Vec::new();
-        while let Some((id, bytes)) = self.export_batch(now)? {
-            let report = center.ingest(&bytes, now)?;
+        center.record_tick(&self.tick_report(now)?, now)?;
+        if let Some((chain, cert)) = center.rollover_for(self.idt, self.master.index)? {
+            self.accept_rollover(&chain, cert, now)?;
+        }
+        let sealed = self.channel()?.is_some();
+        loop {
+            let (id, report) = if sealed {
+                let Some((id, bytes)) = self.export_sealed_batch(now)? else { break };
+                (id, center.ingest_sealed(self.idt, &bytes, now)?)
+            } else {
+                let Some((id, bytes)) = self.export_batch(now)? else { break };
+                (id, center.ingest(&bytes, now)?)
+            };
             self.ack_batch(&id)?;
             uploaded.push(report);
         }
         let mut lists = None;
+        if sealed {
+            if let Some(bytes) = center.sealed_lists_for(self.idt)? {
+                // Opened (authenticated, counter recorded) first; the version check follows.
+                let Some((f, mut ch)) = self.channel()? else { unreachable!("checked above") };
+                let plain = ch.open(crate::encoding::Tag::ListBundle, &bytes).map_err(|e| Fail::refused("cipher channel", e.to_string()))?;
+                self.save_channel(&f, &ch)?;
+                let signed = Signed::from_bytes(&plain, "list bundle").map_err(|e| Error::malformed(e.0))?;
+                let version = ListBundle::parse(&signed.body).map_err(|e| Error::malformed(e.0))?.version;
+                if self.list_version().is_none_or(|v| version > v) {
+                    lists = Some(self.load_lists(&signed, now)?);
+                }
+            }
+            return Ok(SyncReport { uploaded, lists, list_version: self.list_version() });
+        }
         if let Some(signed) = center.latest_lists()? {
             let version = ListBundle::parse(&signed.body).map_err(|e| Error::malformed(e.0))?.version;
             if self.list_version().is_none_or(|v| version > v) {
@@ -545,5 +870,236 @@ impl Terminal {
             }
         }
         Ok(SyncReport { uploaded, lists, list_version: self.list_version() })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credit cards (Figs. 13-17)
+
+pub const SERVICE_FILE: &str = "service.json";
+
+/// Which credit flow to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CreditFlow {
+    /// Fig. 14: password, no nonces; the record is vouched for by the terminal's upload only.
+    Fig14,
+    /// Fig. 16: R, X and SU(R * X) before the service.
+    Fig16,
+    /// Fig. 17: as Fig. 16, and the card signs the record SU(M * IDU).
+    Fig17,
+}
+
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct ServiceFile {
+    pending: Vec<ServiceEntry>,
+    outbox: Vec<OutboxBatch>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CreditReceipt {
+    pub idu: u64,
+    pub idt: u64,
+    pub flow: CreditFlow,
+    pub charge: u64,
+    pub date: u64,
+    pub card_signed: bool,
+    pub checks: usize,
+}
+
+/// What a credit session established.
+struct CreditSession {
+    idu: u64,
+    card_key: esign::PublicKey,
+    r: Vec<u8>,
+    x: Vec<u8>,
+    password_set: bool,
+    checks: usize,
+}
+
+fn wrong_tries(e: &CardError) -> Option<u16> {
+    match e {
+        CardError::Status(s) if s & 0xFFF0 == sw::VERIFY_FAILED => Some(s & 0x000F),
+        _ => None,
+    }
+}
+
+impl Terminal {
+    /// U -> T: nU, IDU, SA(nU * IDU); T: expiry, lists; T -> U: its certificate and R;
+    /// U -> T: SA(IDU * expiry) of the credit service, X, SU(R * X). All verified in one batch on
+    /// the accelerator; the credit expiry is checked against the terminal's clock.
+    fn credit_session(&mut self, c: &mut CardClient, nonces: bool, now: u64) -> std::result::Result<CreditSession, Fail> {
+        let card_cert = c.certificate().map_err(|e| card_fail("GET CERTIFICATE", e))?;
+        let idu = card_cert.id;
+        let master = self.master_for(card_cert.master_index, Some(now)).map_err(|f| match f {
+            Fail::Refused { reason, .. } => Fail::refused("card certificate", reason),
+            e => e,
+        })?;
+        let cert_check = card_cert.check(&master).map_err(|e| Fail::refused("card certificate", e.0))?;
+        if card_cert.expires <= now {
+            return Err(Fail::refused("card certificate", format!("card {idu} expired at {}", card_cert.expires)));
+        }
+        if let Some(reason) = self.card_refusal(idu, now)? {
+            return Err(Fail::refused("invalid-card list", format!("card {idu} is {reason}")));
+        }
+        let my_cert = if self.cert.master_index == master.index {
+            self.cert.clone()
+        } else {
+            self.extra_certs.iter().find(|c| c.master_index == master.index).cloned().ok_or_else(|| {
+                Fail::refused("card certificate", format!("this terminal holds no certificate under master key {}", master.index))
+            })?
+        };
+        let r = if nonces { nonce()? } else { Vec::new() };
+        let (cc, password_set, x, su) = c.credit_auth(&my_cert, &r).map_err(|e| card_fail("CREDIT AUTH", e))?;
+        let (cc_index, cc_idu, cc_expires) = parse_credit_certificate(&cc.body).map_err(|e| Fail::refused("credit certificate", e.0))?;
+        if cc_idu != idu || cc_index != master.index {
+            return Err(Fail::refused("credit certificate", format!("for card {cc_idu} under key {cc_index}, not card {idu}")));
+        }
+        let mut checks = vec![
+            cert_check,
+            Check { what: "SA(IDU * expiry) credit certificate", key: master.key.clone(), msg: cc.body.clone(), sig: cc.sig.clone() },
+        ];
+        if nonces {
+            checks.push(Check { what: "SU(R * X)", key: card_cert.key.clone(), msg: credit_auth_body(idu, &r, &x), sig: su });
+        }
+        self.require("credit card", &checks)?;
+        if cc_expires <= now {
+            return Err(Fail::refused("credit certificate", format!("card {idu}'s credit service expired at {cc_expires} (now {now})")));
+        }
+        Ok(CreditSession { idu, card_key: card_cert.key.clone(), r, x, password_set, checks: checks.len() })
+    }
+
+    /// Figs. 13 (`nonces` false) and 15: the user types the card's ID number (IDU' must be IDU,
+    /// three tries), then the setting number (compared inside the card, three tries in all: the
+    /// card marks itself after the third failure), then the password Nc, which the card stores
+    /// on ST(R * X * Nc). `ids` and `setting_numbers` are what the user types, in order.
+    pub fn register_password(
+        &mut self,
+        card: &mut dyn CardLink,
+        ids: &[u64],
+        setting_numbers: &[&[u8]],
+        nc: &[u8],
+        nonces: bool,
+        now: u64,
+    ) -> std::result::Result<u64, Fail> {
+        check_secret(nc, "password").map_err(|e| Error::usage(e.0))?;
+        let mut c = CardClient::new(card);
+        let s = self.credit_session(&mut c, nonces, now)?;
+        if !ids.iter().take(3).any(|i| *i == s.idu) {
+            return Err(Fail::refused("identification number", format!("wrong {} time(s); session ended", ids.len().min(3))));
+        }
+        let mut ok = false;
+        for ns in setting_numbers {
+            match c.verify_setting(ns) {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) if wrong_tries(&e).is_some() => continue,
+                Err(CardError::Status(s)) if s == sw::BLOCKED => {
+                    return Err(Fail::refused("setting number", "wrong three times: the card has marked itself and is locked"))
+                }
+                Err(e) => return Err(card_fail("VERIFY SETTING NUMBER", e)),
+            }
+        }
+        if !ok {
+            return Err(Fail::refused("setting number", "not matched; session ended"));
+        }
+        let st = self.key.sign(HASH, &set_password_body(self.idt, s.idu, &s.r, &s.x, nc))?;
+        c.set_password(nc, &st).map_err(|e| card_fail("SET PASSWORD", e))?;
+        Ok(s.idu)
+    }
+
+    /// Figs. 14, 16, 17: the user types the password (three tries, checked by the card; the
+    /// third failure invalidates the card); the service of `charge` is given and recorded in
+    /// 2M6 as (IDU, date, charge), with SU(M * IDU) from the card in Fig. 17 (verified here on
+    /// the accelerator before the record is kept).
+    pub fn credit_pay(
+        &mut self,
+        card: &mut dyn CardLink,
+        passwords: &[&[u8]],
+        charge: u64,
+        flow: CreditFlow,
+        now: u64,
+    ) -> std::result::Result<CreditReceipt, Fail> {
+        if charge == 0 || charge > i64::MAX as u64 {
+            return Err(Error::usage(format!("charge {charge}: expected 1 to {}", i64::MAX)).into());
+        }
+        let mut c = CardClient::new(card);
+        let s = self.credit_session(&mut c, flow != CreditFlow::Fig14, now)?;
+        if !s.password_set {
+            return Err(Fail::refused("password", format!("card {} has no password registered (Fig. 13 first)", s.idu)));
+        }
+        let mut ok = false;
+        for nc in passwords {
+            match c.verify_password(nc) {
+                Ok(()) => {
+                    ok = true;
+                    break;
+                }
+                Err(e) if wrong_tries(&e).is_some() => continue,
+                Err(CardError::Status(st)) if st == sw::BLOCKED => {
+                    return Err(Fail::refused("password", "wrong three times: the card is now invalid"))
+                }
+                Err(e) => return Err(card_fail("VERIFY PASSWORD", e)),
+            }
+        }
+        if !ok {
+            return Err(Fail::refused("password", "not matched; session ended"));
+        }
+        let mut entry = ServiceEntry { idu: s.idu, idt: self.idt, date: now, charge, r: Vec::new(), x: Vec::new(), su: Vec::new() };
+        let mut checks = s.checks;
+        if flow == CreditFlow::Fig17 {
+            let su = c.sign_service(now, charge).map_err(|e| card_fail("SIGN SERVICE RECORD", e))?;
+            entry.r = s.r.clone();
+            entry.x = s.x.clone();
+            let check = Check { what: "SU(M * IDU)", key: s.card_key.clone(), msg: entry.signed_body(), sig: su.clone() };
+            self.require("service record", &[check])?;
+            checks += 1;
+            entry.su = su;
+        }
+        let path = self.dir.join(SERVICE_FILE);
+        let mut file: ServiceFile = if path.exists() { read_json(&path)? } else { ServiceFile::default() };
+        file.pending.push(entry);
+        write_json(&path, &file)?;
+        Ok(CreditReceipt { idu: s.idu, idt: self.idt, flow, charge, date: now, card_signed: flow == CreditFlow::Fig17, checks })
+    }
+
+    /// The next upload of 2M6 (as for usage records: kept until acknowledged, same id on retry).
+    pub fn export_service_batch(&mut self, now: u64) -> Result<Option<([u8; 16], Vec<u8>)>> {
+        let path = self.dir.join(SERVICE_FILE);
+        let file: ServiceFile = if path.exists() { read_json(&path)? } else { return Ok(None) };
+        if let Some(b) = file.outbox.first() {
+            return Ok(Some((b.batch_id, b.signed.clone())));
+        }
+        if file.pending.is_empty() {
+            return Ok(None);
+        }
+        let take = file.pending.len().min(MAX_BATCH);
+        let batch = ServiceBatch { idt: self.idt, batch_id: random_bytes::<16>()?, created: now, entries: file.pending[..take].to_vec() };
+        let signed = Signed::sign(&self.key, batch.body())?;
+        let next = ServiceFile {
+            pending: file.pending[take..].to_vec(),
+            outbox: vec![OutboxBatch { batch_id: batch.batch_id, records: take, signed: signed.to_bytes() }],
+        };
+        write_json(&path, &next)?;
+        Ok(Some((batch.batch_id, signed.to_bytes())))
+    }
+
+    pub fn ack_service_batch(&mut self, batch_id: &[u8; 16]) -> Result<()> {
+        let path = self.dir.join(SERVICE_FILE);
+        let mut file: ServiceFile = read_json(&path)?;
+        file.outbox.retain(|b| &b.batch_id != batch_id);
+        write_json(&path, &file)
+    }
+
+    /// Uploads 2M6 to the center (once or twice a day, or when polled).
+    pub fn upload_services(&mut self, center: &mut Center, now: u64) -> std::result::Result<Vec<crate::center::ServiceIngest>, Fail> {
+        let mut out = Vec::new();
+        while let Some((id, bytes)) = self.export_service_batch(now)? {
+            out.push(center.ingest_services(&bytes, now)?);
+            self.ack_service_batch(&id)?;
+        }
+        Ok(out)
     }
 }
