@@ -398,84 +398,53 @@ pub trait Accelerator {
     fn stats(&mut self) -> Result<AccelStats, AccelError>;
 }
 
-impl<A: Accelerator + ?Sized> Accelerator for Box<A> {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-    fn info(&mut self) -> Result<AccelInfo, AccelError> {
-        (**self).info()
-    }
-    fn load_key(&mut self, slot: u8, key: &KeyImage) -> Result<(), AccelError> {
-        (**self).load_key(slot, key)
-    }
-    fn lock_master(&mut self) -> Result<(), AccelError> {
-        (**self).lock_master()
-    }
-    fn verify_batch(&mut self, jobs: &[VerifyJob]) -> Result<Vec<VerifyOutcome>, AccelError> {
-        (**self).verify_batch(jobs)
-    }
-    fn verify(&mut self, job: &VerifyJob) -> Result<VerifyOutcome, AccelError> {
-        (**self).verify(job)
-    }
-    fn list_clear(&mut self, list: ListKind) -> Result<(), AccelError> {
-        (**self).list_clear(list)
-    }
-    fn list_append(&mut self, list: ListKind, entries: &[ListEntry]) -> Result<u16, AccelError> {
-        (**self).list_append(list, entries)
-    }
-    fn list_commit(&mut self, list: ListKind, version: u32) -> Result<u16, AccelError> {
-        (**self).list_commit(list, version)
-    }
-    fn list_lookup(&mut self, list: ListKind, id: u64) -> Result<ListHit, AccelError> {
-        (**self).list_lookup(list, id)
-    }
-    fn list_status(&mut self, list: ListKind) -> Result<ListStatus, AccelError> {
-        (**self).list_status(list)
-    }
-    fn stats(&mut self) -> Result<AccelStats, AccelError> {
-        (**self).stats()
-    }
+/// Forwards every command to the accelerator behind a pointer.
+macro_rules! forward_accelerator {
+    ($($ty:ty),*) => {$(
+        impl<A: Accelerator + ?Sized> Accelerator for $ty {
+            fn name(&self) -> String {
+                (**self).name()
+            }
+            fn info(&mut self) -> Result<AccelInfo, AccelError> {
+                (**self).info()
+            }
+            fn load_key(&mut self, slot: u8, key: &KeyImage) -> Result<(), AccelError> {
+                (**self).load_key(slot, key)
+            }
+            fn lock_master(&mut self) -> Result<(), AccelError> {
+                (**self).lock_master()
+            }
+            fn verify_batch(&mut self, jobs: &[VerifyJob]) -> Result<Vec<VerifyOutcome>, AccelError> {
+                (**self).verify_batch(jobs)
+            }
+            fn verify(&mut self, job: &VerifyJob) -> Result<VerifyOutcome, AccelError> {
+                (**self).verify(job)
+            }
+            fn list_clear(&mut self, list: ListKind) -> Result<(), AccelError> {
+                (**self).list_clear(list)
+            }
+            fn list_append(&mut self, list: ListKind, entries: &[ListEntry]) -> Result<u16, AccelError> {
+                (**self).list_append(list, entries)
+            }
+            fn list_commit(&mut self, list: ListKind, version: u32) -> Result<u16, AccelError> {
+                (**self).list_commit(list, version)
+            }
+            fn list_lookup(&mut self, list: ListKind, id: u64) -> Result<ListHit, AccelError> {
+                (**self).list_lookup(list, id)
+            }
+            fn list_status(&mut self, list: ListKind) -> Result<ListStatus, AccelError> {
+                (**self).list_status(list)
+            }
+            fn stats(&mut self) -> Result<AccelStats, AccelError> {
+                (**self).stats()
+            }
+        }
+    )*};
 }
 
-/// A borrowed accelerator works too (e.g. a [`KeyedVerifier`] over a shared simulator).
-impl<A: Accelerator + ?Sized> Accelerator for &mut A {
-    fn name(&self) -> String {
-        (**self).name()
-    }
-    fn info(&mut self) -> Result<AccelInfo, AccelError> {
-        (**self).info()
-    }
-    fn load_key(&mut self, slot: u8, key: &KeyImage) -> Result<(), AccelError> {
-        (**self).load_key(slot, key)
-    }
-    fn lock_master(&mut self) -> Result<(), AccelError> {
-        (**self).lock_master()
-    }
-    fn verify_batch(&mut self, jobs: &[VerifyJob]) -> Result<Vec<VerifyOutcome>, AccelError> {
-        (**self).verify_batch(jobs)
-    }
-    fn verify(&mut self, job: &VerifyJob) -> Result<VerifyOutcome, AccelError> {
-        (**self).verify(job)
-    }
-    fn list_clear(&mut self, list: ListKind) -> Result<(), AccelError> {
-        (**self).list_clear(list)
-    }
-    fn list_append(&mut self, list: ListKind, entries: &[ListEntry]) -> Result<u16, AccelError> {
-        (**self).list_append(list, entries)
-    }
-    fn list_commit(&mut self, list: ListKind, version: u32) -> Result<u16, AccelError> {
-        (**self).list_commit(list, version)
-    }
-    fn list_lookup(&mut self, list: ListKind, id: u64) -> Result<ListHit, AccelError> {
-        (**self).list_lookup(list, id)
-    }
-    fn list_status(&mut self, list: ListKind) -> Result<ListStatus, AccelError> {
-        (**self).list_status(list)
-    }
-    fn stats(&mut self) -> Result<AccelStats, AccelError> {
-        (**self).stats()
-    }
-}
+// A boxed backend (the CLI's choice at run time) and a borrowed one (e.g. a [`KeyedVerifier`]
+// over a shared simulator) are accelerators too.
+forward_accelerator!(Box<A>, &mut A);
 
 /// `x` as exactly `2·words` big-endian bytes (x must fit).
 pub fn be_words(x: &BigUint, words: usize) -> Vec<u8> {
