@@ -1,5 +1,5 @@
 //! Command engine: takes the receiver's complete requests in order, validates them, executes
-//! them against the [`KeyStore`], the [`VerifyUnit`] and the [`ListMemory`], and writes the
+//! them against the [`KeyStore`], the [`VerifyUnit`] and the list memory ([`LISTS_IN_SPRAM`]), and writes the
 //! reply (STATUS + data) into the transmitter's reply RAM. The table it implements is
 //! `docs/frames.md`.
 //!
@@ -53,9 +53,17 @@
 //! own; `Idle` waits for it before taking a request.
 
 use crate::key_store::KeyStore;
-use crate::list_memory::ListMemory;
+#[cfg(not(feature = "spram-lists"))]
+use crate::list_memory::ListMemory as Lists;
+#[cfg(feature = "spram-lists")]
+use crate::list_memory_spram::ListMemorySpram as Lists;
 use crate::verify_unit::VerifyUnit;
 use rust_hdl::prelude::*;
+
+/// Whether this build keeps the lists in SPRAM ([`crate::list_memory_spram::ListMemorySpram`],
+/// feature `spram-lists`, the UP5K build) or in block RAM ([`crate::list_memory::ListMemory`]).
+/// The two have the same ports; the lookup takes `2·count + 4` cycles instead of `count + 1`.
+pub const LISTS_IN_SPRAM: bool = cfg!(feature = "spram-lists");
 
 /// Command codes.
 pub const CMD_INFO: u64 = 0x01;
@@ -147,11 +155,11 @@ pub struct CommandEngine<
     // the engines
     ks: KeyStore<KAW, SLOTS>,
     vu: VerifyUnit<VAW, L>,
-    lm: ListMemory<LAW>,
+    lm: Lists<LAW>,
     // build parameters
     c_lanes: Constant<Bits<8>>,
     c_max_bits: Constant<Bits<16>>,
-    c_max_words: Constant<Bits<32>>,
+    c_max_words: Constant<Bits<16>>,
     c_slots: Constant<Bits<8>>,
     c_list_cap: Constant<Bits<16>>,
     c_max_payload: Constant<Bits<16>>,
@@ -170,9 +178,11 @@ pub struct CommandEngine<
     // copy loop
     j: DFF<Bits<16>>,
     ctot: DFF<Bits<16>>,
-    cw: DFF<Bits<16>>,
+    cw: DFF<Bits<16>>, // words per field − 1
     av: DFF<Bit>,
-    aj: DFF<Bits<16>>,
+    aj: DFF<Bit>,
+    wi: DFF<Bits<16>>,
+    f2: DFF<Bit>,
     hi: DFF<Bits<8>>,
     // key-store → verify-unit copy
     ki: DFF<Bits<16>>,
@@ -185,7 +195,6 @@ pub struct CommandEngine<
     rem: DFF<Bits<16>>,
     eb: DFF<Bits<8>>,
     app_pend: DFF<Bit>,
-    id_q: DFF<Bits<64>>,
     ts0_q: DFF<Bits<64>>,
     t_q: DFF<Bits<32>>,
     // cycle counts, verdict, statistics
@@ -204,31 +213,31 @@ pub struct CommandEngine<
     rep_l: DFF<Bits<16>>,
     fj: DFF<Bits<8>>,
     fb: DFF<Bits<4>>,
-    sh: DFF<Bits<64>>,
+    sh: DFF<Bits<32>>,
     wa: DFF<Bits<6>>,
     // combinational: header fields
     b0: Signal<Local, Bits<8>>,
     f_e: Signal<Local, Bits<32>>,
-    f_words: Signal<Local, Bits<32>>,
+    f_words: Signal<Local, Bits<16>>,
     f_mode: Signal<Local, Bits<8>>,
-    f_shift: Signal<Local, Bits<32>>,
+    f_shift: Signal<Local, Bits<16>>,
     f_id: Signal<Local, Bits<64>>,
-    len32: Signal<Local, Bits<32>>,
-    kw: Signal<Local, Bits<32>>,
-    r32: Signal<Local, Bits<32>>,
+    id_next: Signal<Local, Bits<64>>,
+    kw: Signal<Local, Bits<16>>,
+    r16: Signal<Local, Bits<16>>,
     esize: Signal<Local, Bits<16>>,
-    w2: Signal<Local, Bits<32>>,
-    w4: Signal<Local, Bits<32>>,
-    vtot: Signal<Local, Bits<32>>,
+    w2: Signal<Local, Bits<16>>,
+    w4: Signal<Local, Bits<16>>,
+    vtot: Signal<Local, Bits<16>>,
     // combinational: copy loop
-    q: Signal<Local, Bits<16>>,
+    cm1: Signal<Local, Bits<16>>,
     widx: Signal<Local, Bits<16>>,
     word: Signal<Local, Bits<16>>,
     wr1: Signal<Local, Bit>,
     wr2: Signal<Local, Bit>,
     is_load: Signal<Local, Bit>,
     // combinational: reply fields
-    fv: Signal<Local, Bits<64>>,
+    fv: Signal<Local, Bits<32>>,
     fnb: Signal<Local, Bits<4>>,
     nf: Signal<Local, Bits<8>>,
     // child inputs (each assigned once at the end)
@@ -262,6 +271,8 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
     pub fn new(cfg: EngineConfig) -> Self {
         let mw = cfg.max_words as usize;
         assert!(mw >= 1, "max_words >= 1");
+        // the validation arithmetic is 16 bits wide: 16·max_words and 4·max_words + 8 fit
+        assert!(mw <= 4095, "max_words <= 4095");
         assert!(
             mw <= VerifyUnit::<VAW, L>::MAX_WORDS,
             "max_words {mw} > VerifyUnit MAX_WORDS {}",
@@ -302,7 +313,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             lm: Default::default(),
             c_lanes: Constant::new((L as u64).into()),
             c_max_bits: Constant::new((16 * mw as u64).into()),
-            c_max_words: c(mw as u64),
+            c_max_words: Constant::new((mw as u64).into()),
             c_slots: Constant::new((SLOTS as u64).into()),
             c_list_cap: Constant::new(((1u64 << LAW) & 0xffff).into()),
             c_max_payload: Constant::new((cfg.max_payload() as u64).into()),
@@ -322,6 +333,8 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             cw: Default::default(),
             av: Default::default(),
             aj: Default::default(),
+            wi: Default::default(),
+            f2: Default::default(),
             hi: Default::default(),
             ki: Default::default(),
             kv: Default::default(),
@@ -332,7 +345,6 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             rem: Default::default(),
             eb: Default::default(),
             app_pend: Default::default(),
-            id_q: Default::default(),
             ts0_q: Default::default(),
             t_q: Default::default(),
             cyc: Default::default(),
@@ -357,14 +369,14 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             f_mode: Default::default(),
             f_shift: Default::default(),
             f_id: Default::default(),
-            len32: Default::default(),
+            id_next: Default::default(),
             kw: Default::default(),
-            r32: Default::default(),
+            r16: Default::default(),
             esize: Default::default(),
             w2: Default::default(),
             w4: Default::default(),
             vtot: Default::default(),
-            q: Default::default(),
+            cm1: Default::default(),
             widx: Default::default(),
             word: Default::default(),
             wr1: Default::default(),
@@ -411,8 +423,8 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.vu.clock.next = self.clock.val();
         self.lm.clock.next = self.clock.val();
         dff_setup!(
-            self, clock, state, cmd, seq, len, hdr, ptr, held, status, j, ctot, cw, av, aj, hi,
-            ki, kv, ka, kpass, vu_slot, vu_ok, rem, eb, app_pend, id_q, ts0_q, t_q, cyc,
+            self, clock, state, cmd, seq, len, hdr, ptr, held, status, j, ctot, cw, av, aj, wi, f2, hi,
+            ki, kv, ka, kpass, vu_slot, vu_ok, rem, eb, app_pend, ts0_q, t_q, cyc,
             verdict_q, n_ver, n_valid, n_invalid, n_error, last_vc, total_vc, n_lookup, last_lc,
             rep_v, rep_l, fj, fb, sh, wa
         );
@@ -429,15 +441,21 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         // hdr holds payload bytes 0..8, byte 0 in bits 71..64
         self.b0.next = self.hdr.q.val().get_bits::<8>(64);
         self.f_e.next = self.hdr.q.val().get_bits::<32>(32);
-        self.f_words.next = bit_cast::<32, 16>(self.hdr.q.val().get_bits::<16>(16));
+        self.f_words.next = self.hdr.q.val().get_bits::<16>(16);
         self.f_mode.next = self.hdr.q.val().get_bits::<8>(56);
-        self.f_shift.next = bit_cast::<32, 16>(self.hdr.q.val().get_bits::<16>(40));
+        self.f_shift.next = self.hdr.q.val().get_bits::<16>(40);
         self.f_id.next = self.hdr.q.val().get_bits::<64>(0);
-        self.len32.next = bit_cast::<32, 16>(self.len.q.val());
-        self.kw.next = bit_cast::<32, 16>(self.ks.rd_words.val());
-        self.r32.next = self.kw.val();
+        // LIST_APPEND: the next byte of an entry's ID (cards: from the buffer; terminals: the
+        // top byte of the TS0 shift register, which the t shift register feeds)
+        if self.b0.val().get_bit(0) {
+            self.id_next.next = (self.f_id.val() << 8) | bit_cast::<64, 8>(self.ts0_q.q.val().get_bits::<8>(56));
+        } else {
+            self.id_next.next = (self.f_id.val() << 8) | bit_cast::<64, 8>(self.rd_data.val());
+        }
+        self.kw.next = self.ks.rd_words.val();
+        self.r16.next = self.kw.val();
         if self.f_mode.val() == 1 {
-            self.r32.next = self.kw.val() - (self.f_shift.val() >> 4);
+            self.r16.next = self.kw.val() - (self.f_shift.val() >> 4);
         }
         self.esize.next = 8.into();
         if self.b0.val().get_bit(0) {
@@ -446,16 +464,18 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.is_load.next = self.cmd.q.val() == 0x02;
         self.w2.next = self.f_words.val() << 1;
         self.w4.next = self.f_words.val() << 2;
-        self.vtot.next = (self.kw.val() + self.r32.val()) << 1;
+        self.vtot.next = (self.kw.val() + self.r16.val()) << 1;
 
         // ------------------------------------------------------------ copy loop datapath
-        // byte aj of the copied fields arrives on rd_data; word q = aj/2 of 2·cw words
-        self.q.next = self.aj.q.val() >> 1;
+        // a byte of the copied fields arrives on rd_data (aj: its index is odd, the word is
+        // complete); word wi of the first (f2 low) or the second field is written. wi counts
+        // down from cw = w − 1 in each field (big-endian: word w − 1 first)
         self.word.next = (bit_cast::<16, 8>(self.hi.q.val()) << 8) | bit_cast::<16, 8>(self.rd_data.val());
-        if self.q.val() < self.cw.q.val() {
-            self.widx.next = self.cw.q.val() - 1 - self.q.val();
+        self.widx.next = self.wi.q.val();
+        if self.is_load.val() {
+            self.cm1.next = self.f_words.val() - 1;
         } else {
-            self.widx.next = (self.cw.q.val() << 1) - 1 - self.q.val();
+            self.cm1.next = self.kw.val() - 1;
         }
 
         // ------------------------------------------------------------ defaults
@@ -488,109 +508,122 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.wr2.next = false;
 
         // ------------------------------------------------------------ reply fields
-        // (value left-aligned in 64 bits, byte count, field count)
+        // (value left-aligned in 32 bits, byte count, field count; LOOKUP's 64-bit TS0 is two
+        // 4-byte fields)
         self.fv.next = 0.into();
         self.fnb.next = 4.into();
         self.nf.next = 0.into();
         if self.cmd.q.val() == 0x01 {
             self.nf.next = 9.into();
             if self.fj.q.val() == 0 {
-                self.fv.next = bit_cast::<64, 8>(1.into()) << 56;
+                self.fv.next = bit_cast::<32, 8>(1.into()) << 24;
                 self.fnb.next = 1.into();
             } else if self.fj.q.val() == 1 {
-                self.fv.next = bit_cast::<64, 8>(self.c_lanes.val()) << 56;
+                self.fv.next = bit_cast::<32, 8>(self.c_lanes.val()) << 24;
                 self.fnb.next = 1.into();
             } else if self.fj.q.val() == 2 {
-                self.fv.next = bit_cast::<64, 16>(self.c_max_bits.val()) << 48;
+                self.fv.next = bit_cast::<32, 16>(self.c_max_bits.val()) << 16;
                 self.fnb.next = 2.into();
             } else if self.fj.q.val() == 3 {
-                self.fv.next = bit_cast::<64, 8>(self.c_slots.val()) << 56;
+                self.fv.next = bit_cast::<32, 8>(self.c_slots.val()) << 24;
                 self.fnb.next = 1.into();
             } else if self.fj.q.val() == 4 {
-                self.fv.next = bit_cast::<64, 16>(self.c_list_cap.val()) << 48;
+                self.fv.next = bit_cast::<32, 16>(self.c_list_cap.val()) << 16;
                 self.fnb.next = 2.into();
             } else if self.fj.q.val() == 5 {
-                self.fv.next = bit_cast::<64, 16>(self.c_max_payload.val()) << 48;
+                self.fv.next = bit_cast::<32, 16>(self.c_max_payload.val()) << 16;
                 self.fnb.next = 2.into();
             } else if self.fj.q.val() == 6 {
-                self.fv.next = bit_cast::<64, 32>(self.c_clock_hz.val()) << 32;
+                self.fv.next = self.c_clock_hz.val();
             } else if self.fj.q.val() == 7 {
-                self.fv.next = bit_cast::<64, 16>(self.c_cpb.val()) << 48;
+                self.fv.next = bit_cast::<32, 16>(self.c_cpb.val()) << 16;
                 self.fnb.next = 2.into();
             } else {
-                self.fv.next = bit_cast::<64, 32>(self.c_idle.val()) << 32;
+                self.fv.next = self.c_idle.val();
             }
         } else if self.cmd.q.val() == 0x04 {
             self.nf.next = 2.into();
             if self.fj.q.val() == 0 {
-                self.fv.next = bit_cast::<64, 8>(self.verdict_q.q.val()) << 56;
+                self.fv.next = bit_cast::<32, 8>(self.verdict_q.q.val()) << 24;
                 self.fnb.next = 1.into();
             } else {
-                self.fv.next = bit_cast::<64, 32>(self.last_vc.q.val()) << 32;
+                self.fv.next = self.last_vc.q.val();
             }
         } else if self.cmd.q.val() == 0x06 {
             self.nf.next = 1.into();
-            self.fv.next = bit_cast::<64, 16>(self.lm.staged.val()) << 48;
+            self.fv.next = bit_cast::<32, 16>(self.lm.staged.val()) << 16;
             self.fnb.next = 2.into();
         } else if self.cmd.q.val() == 0x07 {
             self.nf.next = 1.into();
-            self.fv.next = bit_cast::<64, 16>(self.lm.count.val()) << 48;
+            self.fv.next = bit_cast::<32, 16>(self.lm.count.val()) << 16;
             self.fnb.next = 2.into();
         } else if self.cmd.q.val() == 0x08 {
-            self.nf.next = 5.into();
+            self.nf.next = 6.into();
             if self.fj.q.val() == 0 {
-                self.fv.next = bit_cast::<64, 1>(self.lm.found.val().into()) << 56;
+                self.fv.next = bit_cast::<32, 1>(self.lm.found.val().into()) << 24;
                 self.fnb.next = 1.into();
             } else if self.fj.q.val() == 1 {
-                self.fv.next = self.lm.hit_ts0.val();
-                self.fnb.next = 8.into();
+                self.fv.next = self.lm.hit_ts0.val().get_bits::<32>(32);
             } else if self.fj.q.val() == 2 {
-                self.fv.next = bit_cast::<64, 32>(self.lm.hit_t.val()) << 32;
+                self.fv.next = self.lm.hit_ts0.val().get_bits::<32>(0);
             } else if self.fj.q.val() == 3 {
-                self.fv.next = bit_cast::<64, 32>(self.lm.version.val()) << 32;
+                self.fv.next = self.lm.hit_t.val();
+            } else if self.fj.q.val() == 4 {
+                self.fv.next = self.lm.version.val();
             } else {
-                self.fv.next = bit_cast::<64, 32>(self.last_lc.q.val()) << 32;
+                self.fv.next = self.last_lc.q.val();
             }
         } else if self.cmd.q.val() == 0x09 {
             self.nf.next = 4.into();
             if self.fj.q.val() == 0 {
-                self.fv.next = bit_cast::<64, 16>(self.lm.count.val()) << 48;
+                self.fv.next = bit_cast::<32, 16>(self.lm.count.val()) << 16;
                 self.fnb.next = 2.into();
             } else if self.fj.q.val() == 1 {
-                self.fv.next = bit_cast::<64, 16>(self.lm.staged.val()) << 48;
+                self.fv.next = bit_cast::<32, 16>(self.lm.staged.val()) << 16;
                 self.fnb.next = 2.into();
             } else if self.fj.q.val() == 2 {
-                self.fv.next = bit_cast::<64, 32>(self.lm.version.val()) << 32;
+                self.fv.next = self.lm.version.val();
             } else {
-                self.fv.next = bit_cast::<64, 1>(self.lm.full.val().into()) << 56;
+                self.fv.next = bit_cast::<32, 1>(self.lm.full.val().into()) << 24;
                 self.fnb.next = 1.into();
             }
         } else if self.cmd.q.val() == 0x0A {
+            // a mux tree on fj's bits (fj = 0 … 11), not a compare chain
             self.nf.next = 12.into();
-            if self.fj.q.val() == 0 {
-                self.fv.next = bit_cast::<64, 32>(self.st_ok.val()) << 32;
-            } else if self.fj.q.val() == 1 {
-                self.fv.next = bit_cast::<64, 32>(self.st_crc.val()) << 32;
-            } else if self.fj.q.val() == 2 {
-                self.fv.next = bit_cast::<64, 32>(self.st_err.val()) << 32;
-            } else if self.fj.q.val() == 3 {
-                self.fv.next = bit_cast::<64, 32>(self.st_busy.val()) << 32;
-            } else if self.fj.q.val() == 4 {
-                self.fv.next = bit_cast::<64, 32>(self.n_ver.q.val()) << 32;
-            } else if self.fj.q.val() == 5 {
-                self.fv.next = bit_cast::<64, 32>(self.n_valid.q.val()) << 32;
-            } else if self.fj.q.val() == 6 {
-                self.fv.next = bit_cast::<64, 32>(self.n_invalid.q.val()) << 32;
-            } else if self.fj.q.val() == 7 {
-                self.fv.next = bit_cast::<64, 32>(self.n_error.q.val()) << 32;
-            } else if self.fj.q.val() == 8 {
-                self.fv.next = bit_cast::<64, 32>(self.last_vc.q.val()) << 32;
-            } else if self.fj.q.val() == 9 {
-                self.fv.next = bit_cast::<64, 32>(self.total_vc.q.val()) << 32;
-            } else if self.fj.q.val() == 10 {
-                self.fv.next = bit_cast::<64, 32>(self.n_lookup.q.val()) << 32;
+            if self.fj.q.val().get_bit(3) {
+                if self.fj.q.val().get_bit(1) {
+                    if self.fj.q.val().get_bit(0) {
+                        self.fv.next = self.last_lc.q.val();
+                    } else {
+                        self.fv.next = self.n_lookup.q.val();
+                    }
+                } else if self.fj.q.val().get_bit(0) {
+                    self.fv.next = self.total_vc.q.val();
+                } else {
+                    self.fv.next = self.last_vc.q.val();
+                }
+            } else if self.fj.q.val().get_bit(2) {
+                if self.fj.q.val().get_bit(1) {
+                    if self.fj.q.val().get_bit(0) {
+                        self.fv.next = self.n_error.q.val();
+                    } else {
+                        self.fv.next = self.n_invalid.q.val();
+                    }
+                } else if self.fj.q.val().get_bit(0) {
+                    self.fv.next = self.n_valid.q.val();
+                } else {
+                    self.fv.next = self.n_ver.q.val();
+                }
+            } else if self.fj.q.val().get_bit(1) {
+                if self.fj.q.val().get_bit(0) {
+                    self.fv.next = self.st_busy.val();
+                } else {
+                    self.fv.next = self.st_err.val();
+                }
+            } else if self.fj.q.val().get_bit(0) {
+                self.fv.next = self.st_crc.val();
             } else {
-                self.fv.next = bit_cast::<64, 32>(self.last_lc.q.val()) << 32;
+                self.fv.next = self.st_ok.val();
             }
         }
 
@@ -649,7 +682,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                         || (self.f_words.val() > self.c_max_words.val())
                     {
                         self.status.d.next = 0x07.into();
-                    } else if self.len32.val() != self.w4.val() + 7 {
+                    } else if self.len.q.val() != self.w4.val() + 7 {
                         self.status.d.next = 0x02.into();
                     } else if (self.b0.val() == 0) && self.ks.locked.val() {
                         self.status.d.next = 0x06.into();
@@ -657,7 +690,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                         self.status.d.next = 0x08.into();
                     } else {
                         // n's last byte (its word 0's low byte) for the parity check
-                        self.ptr.d.next = self.w2.val().get_bits::<16>(0) + 6;
+                        self.ptr.d.next = self.w2.val() + 6;
                         self.state.d.next = EngState::LkPar;
                     }
                 } else if self.cmd.q.val() == 0x04 {
@@ -671,12 +704,14 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                         self.status.d.next = 0x08.into();
                     } else if (self.f_mode.val() == 1) && (self.f_shift.val() >= (self.kw.val() << 4)) {
                         self.status.d.next = 0x08.into();
-                    } else if self.len32.val() != self.vtot.val() + 4 {
+                    } else if self.len.q.val() != self.vtot.val() + 4 {
                         self.status.d.next = 0x02.into();
                     } else {
                         self.ptr.d.next = 4.into();
-                        self.ctot.d.next = self.vtot.val().get_bits::<16>(0);
-                        self.cw.d.next = self.kw.val().get_bits::<16>(0);
+                        self.ctot.d.next = self.vtot.val();
+                        self.cw.d.next = self.cm1.val();
+                        self.wi.d.next = self.cm1.val();
+                        self.f2.d.next = false;
                         self.state.d.next = EngState::Copy;
                     }
                 } else if (self.cmd.q.val() == 0x05)
@@ -729,8 +764,10 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     self.state.d.next = EngState::RWait;
                 } else {
                     self.ptr.d.next = 7.into();
-                    self.ctot.d.next = self.w4.val().get_bits::<16>(0);
-                    self.cw.d.next = self.f_words.val().get_bits::<16>(0);
+                    self.ctot.d.next = self.w4.val();
+                    self.cw.d.next = self.cm1.val();
+                    self.wi.d.next = self.cm1.val();
+                    self.f2.d.next = false;
                     self.state.d.next = EngState::Copy;
                 }
             }
@@ -742,13 +779,19 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     self.ptr.d.next = self.ptr.q.val() + 1;
                     self.j.d.next = self.j.q.val() + 1;
                     self.av.d.next = true;
-                    self.aj.d.next = self.j.q.val();
+                    self.aj.d.next = self.j.q.val().get_bit(0);
                 }
                 // arrival
                 if self.av.q.val() {
-                    if self.aj.q.val().get_bit(0) {
-                        self.wr1.next = self.q.val() < self.cw.q.val();
-                        self.wr2.next = self.q.val() >= self.cw.q.val();
+                    if self.aj.q.val() {
+                        self.wr1.next = !self.f2.q.val();
+                        self.wr2.next = self.f2.q.val();
+                        if self.wi.q.val() == 0 {
+                            self.wi.d.next = self.cw.q.val();
+                            self.f2.d.next = true;
+                        } else {
+                            self.wi.d.next = self.wi.q.val() - 1;
+                        }
                     } else {
                         self.hi.d.next = self.rd_data.val();
                     }
@@ -773,7 +816,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             EngState::KeyEnd => {
                 self.ks_wr_words.next = true;
                 self.ks_wr_e.next = true;
-                self.ks_wr_data.next = self.f_words.val().get_bits::<16>(0);
+                self.ks_wr_data.next = self.f_words.val();
                 self.state.d.next = EngState::N0Wait;
             }
             EngState::N0Wait => {
@@ -788,7 +831,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             EngState::VKey => {
                 // pass 0: n, pass 1: R²; key-store word ki addressed, word ka arrives
                 self.kv.d.next = false;
-                if self.ki.q.val() != self.kw.val().get_bits::<16>(0) {
+                if self.ki.q.val() != self.kw.val() {
                     self.ki.d.next = self.ki.q.val() + 1;
                     self.kv.d.next = true;
                     self.ka.d.next = self.ki.q.val();
@@ -801,7 +844,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     self.vu_wr_data.next = self.ks.rd_n.val();
                     self.vu_wr_n.next = self.kv.q.val();
                 }
-                if !self.kv.q.val() && (self.ki.q.val() == self.kw.val().get_bits::<16>(0)) {
+                if !self.kv.q.val() && (self.ki.q.val() == self.kw.val()) {
                     if self.kpass.q.val() {
                         self.state.d.next = EngState::VStart;
                     } else {
@@ -857,14 +900,14 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.app_pend.d.next = false;
                 self.lm_append.next = self.app_pend.q.val();
                 if self.av.q.val() {
+                    // the entry's ID is shifted into hdr's payload bytes 1..8 (byte 0, the
+                    // list, stays), so the list memory's `id` is always f_id
+                    self.hdr.d.next = (bit_cast::<72, 8>(self.b0.val()) << 64)
+                        | bit_cast::<72, 64>(self.id_next.val());
                     if self.b0.val().get_bit(0) {
                         self.t_q.d.next = (self.t_q.q.val() << 8) | bit_cast::<32, 8>(self.rd_data.val());
                         self.ts0_q.d.next = (self.ts0_q.q.val() << 8)
                             | bit_cast::<64, 8>(self.t_q.q.val().get_bits::<8>(24));
-                        self.id_q.d.next = (self.id_q.q.val() << 8)
-                            | bit_cast::<64, 8>(self.ts0_q.q.val().get_bits::<8>(56));
-                    } else {
-                        self.id_q.d.next = (self.id_q.q.val() << 8) | bit_cast::<64, 8>(self.rd_data.val());
                     }
                     if bit_cast::<16, 8>(self.eb.q.val()) == (self.esize.val() - 1) {
                         self.eb.d.next = 0.into();
@@ -980,7 +1023,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.req_done.next = self.rel.val() && !self.reset.val();
         self.rd_index.next = self.rd_idx.val();
         self.rw_addr.next = self.wa.q.val();
-        self.rw_data.next = self.sh.q.val().get_bits::<8>(56);
+        self.rw_data.next = self.sh.q.val().get_bits::<8>(24);
         if self.state.q.val() == EngState::RStatus {
             self.rw_addr.next = 0.into();
             self.rw_data.next = self.status.q.val();
@@ -1011,7 +1054,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.vu.n0p.next = self.ks.rd_n0p.val();
         self.vu.e.next = self.ks.rd_e.val();
         self.vu.mode.next = self.f_mode.val().get_bit(0);
-        self.vu.top_shift.next = self.f_shift.val();
+        self.vu.top_shift.next = bit_cast::<32, 16>(self.f_shift.val());
         self.vu.start.next = self.vu_start.val() && !self.reset.val();
 
         self.lm.list.next = self.b0.val().get_bit(0);
@@ -1019,10 +1062,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.lm.append.next = self.lm_append.val() && !self.reset.val();
         self.lm.commit.next = self.lm_commit.val() && !self.reset.val();
         self.lm.lookup.next = self.lm_lookup.val() && !self.reset.val();
-        self.lm.id.next = self.id_q.q.val();
-        if self.state.q.val() == EngState::Exec {
-            self.lm.id.next = self.f_id.val();
-        }
+        self.lm.id.next = self.f_id.val();
         self.lm.rec_ts0.next = self.ts0_q.q.val();
         self.lm.rec_t.next = self.t_q.q.val();
         self.lm.commit_version.next = self.f_e.val();
@@ -1264,7 +1304,8 @@ pub(crate) mod model {
                         CMD_LIST_LOOKUP => {
                             let id = u64::from_be_bytes(p[1..9].try_into().unwrap());
                             let hit = l.act.iter().find(|e| e.0 == id).copied();
-                            let cyc = (l.act.len() + 1) as u32;
+                            // ListMemory: count + 1; ListMemorySpram: 2·count + 4
+                            let cyc = Lists::<1>::lookup_cycles(l.act.len()) as u32;
                             let mut d = vec![hit.is_some() as u8];
                             let (ts0, t) = hit.map(|e| (e.1, e.2)).unwrap_or((0, 0));
                             d.extend(ts0.to_be_bytes());

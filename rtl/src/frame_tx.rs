@@ -8,7 +8,8 @@
 //!   `err_seq`, `err_status`; `LEN` = 1 (status only). `err_take` is high (combinationally) in
 //!   the cycle the transmitter takes it; the receiver clears its register on that edge.
 //! * The command engine: `rep_valid` with `rep_cmd`, `rep_seq`, `rep_len` (status + data
-//!   bytes) and `rep_status`; `STATUS` and the data are in the reply RAM (64 bytes, written
+//!   bytes, at most 64: `LEN_HI` is always 0) and `rep_status`; `STATUS` and the data are in
+//!   the reply RAM (64 bytes, written
 //!   through `wr_addr` / `wr_data` / `wr_en`, byte 0 = `STATUS`). `rep_take` is high in the
 //!   cycle the transmitter takes it (the engine drops `rep_valid` on that edge), and `rep_busy`
 //!   stays high while the reply RAM is being sent, so the engine writes the next reply only
@@ -68,9 +69,9 @@ pub struct FrameTx {
     src_eng: DFF<Bit>,
     cmd: DFF<Bits<8>>,
     seq: DFF<Bits<8>>,
-    len: DFF<Bits<16>>,
+    len: DFF<Bits<8>>,
     status: DFF<Bits<8>>,
-    k: DFF<Bits<16>>,
+    k: DFF<Bits<8>>,
     n_ok: DFF<Bits<32>>,
     n_crc: DFF<Bits<32>>,
     n_err: DFF<Bits<32>>,
@@ -81,12 +82,12 @@ pub struct FrameTx {
     take_rep: Signal<Local, Bit>,
     new_status: Signal<Local, Bits<8>>,
     obyte: Signal<Local, Bits<8>>,
-    data_end: Signal<Local, Bits<16>>,
-    last: Signal<Local, Bits<16>>,
+    data_end: Signal<Local, Bits<8>>,
+    last: Signal<Local, Bits<8>>,
     load: Signal<Local, Bit>,
     crc_clear: Signal<Local, Bit>,
     crc_strobe: Signal<Local, Bit>,
-    rd_addr: Signal<Local, Bits<16>>,
+    rd_addr: Signal<Local, Bits<8>>,
 }
 
 impl Default for FrameTx {
@@ -194,20 +195,19 @@ impl Logic for FrameTx {
             } else {
                 self.cmd.d.next = self.rep_cmd.val();
                 self.seq.d.next = self.rep_seq.val();
-                self.len.d.next = self.rep_len.val();
+                self.len.d.next = self.rep_len.val().get_bits::<8>(0);
             }
+            // a counter per status, each with its own incrementer: on iCE40 an incrementer bit
+            // shares the logic cell of its flip-flop, a shared one would not
+            self.led.d.next = self.new_status.val() != 0;
             if self.new_status.val() == 0 {
                 self.n_ok.d.next = self.n_ok.q.val() + 1;
-                self.led.d.next = false;
+            } else if self.new_status.val() == 0x01 {
+                self.n_crc.d.next = self.n_crc.q.val() + 1;
+            } else if self.new_status.val() == 0x0B {
+                self.n_busy.d.next = self.n_busy.q.val() + 1;
             } else {
-                self.led.d.next = true;
-                if self.new_status.val() == 0x01 {
-                    self.n_crc.d.next = self.n_crc.q.val() + 1;
-                } else if self.new_status.val() == 0x0B {
-                    self.n_busy.d.next = self.n_busy.q.val() + 1;
-                } else {
-                    self.n_err.d.next = self.n_err.q.val() + 1;
-                }
+                self.n_err.d.next = self.n_err.q.val() + 1;
             }
         }
 
@@ -222,9 +222,9 @@ impl Logic for FrameTx {
         } else if self.k.q.val() == 2 {
             self.obyte.next = self.seq.q.val();
         } else if self.k.q.val() == 3 {
-            self.obyte.next = self.len.q.val().get_bits::<8>(8);
+            self.obyte.next = 0.into();
         } else if self.k.q.val() == 4 {
-            self.obyte.next = self.len.q.val().get_bits::<8>(0);
+            self.obyte.next = self.len.q.val();
         } else if self.k.q.val() < self.data_end.val() {
             if self.src_eng.q.val() {
                 self.obyte.next = self.ram.read_data.val();

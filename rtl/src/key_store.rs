@@ -4,10 +4,9 @@
 //! # Who computes what
 //!
 //! * `n0'` is computed **here**, by [`N0Inv`], whenever word 0 of a slot's `n` is written:
-//!   Newton's iteration `x ← x·(2 − n0·x) mod 2^16` from `x = 1`, four steps (1 → 2 → 4 → 8 →
-//!   16 correct bits), then `n0' = −x`: exactly [`crate::model::n0_prime`]. It runs on one
-//!   16×16 multiplier, one product per cycle, so it costs [`N0Inv::CYCLES`] = 8 cycles and
-//!   one DSP / LUT multiplier.
+//!   bit-serially (two bits of n0' per cycle, shifts and two 16-bit adds, no multiplier), so it
+//!   costs [`N0Inv::CYCLES`] = 8 cycles and no DSP: exactly [`crate::model::n0_prime`]. (The
+//!   UP5K has 8 SB_MAC16, all of them taken by the Montgomery lanes at L = 8.)
 //! * `R² mod n` (`R = 2^(16·words)`) needs a full-width reduction; the host computes it and
 //!   writes it like `n`. The store keeps it, it does not check it.
 //!
@@ -32,7 +31,7 @@
 //!   (the exponent, from `wr_e_data`). The strobes are independent (several may be high).
 //! * `n0'`: a `wr_n` of word 0 (`wr_index mod 2^AW = 0`) to an existing, writable slot starts
 //!   [`N0Inv`] on that word; `n0p_busy` is high for the next [`KeyStore::N0P_CYCLES`] = 9
-//!   cycles (8 Newton products, then the store) and the slot's `n0'` is updated on the edge
+//!   cycles (8 steps of the unit, then the store) and the slot's `n0'` is updated on the edge
 //!   that ends them (reads of it before give the previous value). Another word-0 write while
 //!   the 8 products run restarts the unit on the new word (the interrupted slot keeps its
 //!   previous `n0'`); one in the ninth cycle is fine. So load a slot's word 0 at least 8
@@ -54,13 +53,21 @@
 
 use rust_hdl::prelude::*;
 
-/// `n0' = −n0⁻¹ mod 2^16` by four Newton steps on one 16×16 multiplier.
+/// `n0' = −n0⁻¹ mod 2^16`, bit-serial, no multiplier: [`N0Inv::CYCLES`] = 8 cycles of two
+/// bits each.
+///
+/// The unit builds y with n0·y ≡ −1 (mod 2^16) from bit 0 up: with t = n0·y so far (bits below
+/// i all ones), bit i of y is 1 exactly when bit i of t is 0, and then n0·2^i is added to t
+/// (n0 odd flips bit i, leaves the bits below). It keeps only u = t >> i (16 bits, wrapping)
+/// and shifts y in from the top: per bit `b = !u[0]; u = (u + b·n0) >> 1; y = {b, y[15:1]}`,
+/// two bits per cycle (the second bit's test is `u[1] ^ (b1 & n0[1])`: adding b1·n0 cannot carry
+/// out of bit 0, because b1 = 1 only when u[0] = 0). Starting from u = 0, y = 0, sixteen bits
+/// give y = n0' (for an odd n0; an even n0 gives a meaningless value: [`n0inv_serial`]).
 ///
 /// `start` (sampled with `n0`) begins a computation (also while one runs: it restarts).
 /// `busy` is high for the [`N0Inv::CYCLES`] cycles after the `start` edge; in the cycle after
 /// the last of them `done` is high for one cycle and `result` holds `n0'` until the next
-/// `start`. Product path: each cycle one `a·b + c` (`a·b` never lands in a register on its
-/// own; the sum does), `t = 2 − n0·x` on even steps, `x = x·t` on odd steps.
+/// `start`.
 #[derive(LogicBlock, Default)]
 pub struct N0Inv {
     pub clock: Signal<In, Clock>,
@@ -69,19 +76,18 @@ pub struct N0Inv {
     pub busy: Signal<Out, Bit>,
     pub done: Signal<Out, Bit>,
     pub result: Signal<Out, Bits<16>>,
-    neg_n0: DFF<Bits<16>>,
-    x: DFF<Bits<16>>,
-    t: DFF<Bits<16>>,
-    step: DFF<Bits<4>>,
+    n0_q: DFF<Bits<16>>,
+    u: DFF<Bits<16>>,
+    y: DFF<Bits<16>>,
+    step: DFF<Bits<3>>,
     busy_q: DFF<Bit>,
     done_q: DFF<Bit>,
-    res: DFF<Bits<16>>,
-    a: Signal<Local, Bits<16>>,
-    b: Signal<Local, Bits<16>>,
-    c: Signal<Local, Bits<32>>,
-    prod: Signal<Local, Bits<32>>,
-    sum: Signal<Local, Bits<32>>,
-    lo: Signal<Local, Bits<16>>,
+    b1: Signal<Local, Bit>,
+    b2: Signal<Local, Bit>,
+    add1: Signal<Local, Bits<16>>,
+    add2: Signal<Local, Bits<16>>,
+    u1: Signal<Local, Bits<16>>,
+    u2: Signal<Local, Bits<16>>,
 }
 
 impl N0Inv {
@@ -89,44 +95,53 @@ impl N0Inv {
     pub const CYCLES: usize = 8;
 }
 
+/// What [`N0Inv`] computes for any 16-bit `n0` (= [`crate::model::n0_prime`] for odd `n0`).
+pub fn n0inv_serial(n0: u16) -> u16 {
+    let (mut u, mut y) = (0u16, 0u16);
+    for _ in 0..16 {
+        let b = (!u & 1) as u16;
+        u = u.wrapping_add(if b == 1 { n0 } else { 0 }) >> 1;
+        y = (y >> 1) | (b << 15);
+    }
+    y
+}
+
 impl Logic for N0Inv {
     #[hdl_gen]
     fn update(&mut self) {
-        dff_setup!(self, clock, neg_n0, x, t, step, busy_q, done_q, res);
+        dff_setup!(self, clock, n0_q, u, y, step, busy_q, done_q);
         self.busy.next = self.busy_q.q.val();
         self.done.next = self.done_q.q.val();
-        self.result.next = self.res.q.val();
+        self.result.next = self.y.q.val();
         self.done_q.d.next = false;
-        // even step: (−n0)·x + 2 = t; odd step: x·t + 0 = next x
-        if self.step.q.val().get_bit(0) {
-            self.a.next = self.x.q.val();
-            self.b.next = self.t.q.val();
-            self.c.next = 0.into();
-        } else {
-            self.a.next = self.neg_n0.q.val();
-            self.b.next = self.x.q.val();
-            self.c.next = 2.into();
+        // bit i: b1 = !u[0]; u1 = u + b1·n0; bit i+1: b2 = !u1[1]; u2 = u1 + b2·(n0 << 1)
+        self.b1.next = !self.u.q.val().get_bit(0);
+        self.add1.next = 0.into();
+        if self.b1.val() {
+            self.add1.next = self.n0_q.q.val();
         }
-        self.prod.next = self.a.val() * self.b.val();
-        self.sum.next = self.prod.val() + self.c.val();
-        self.lo.next = self.sum.val().get_bits::<16>(0);
+        self.u1.next = self.u.q.val() + self.add1.val();
+        self.b2.next = !self.u1.val().get_bit(1);
+        self.add2.next = 0.into();
+        if self.b2.val() {
+            self.add2.next = self.n0_q.q.val() << 1;
+        }
+        self.u2.next = self.u1.val() + self.add2.val();
         if self.busy_q.q.val() {
-            if self.step.q.val().get_bit(0) {
-                self.x.d.next = self.lo.val();
-            } else {
-                self.t.d.next = self.lo.val();
-            }
+            self.u.d.next = self.u2.val() >> 2;
+            self.y.d.next = (self.y.q.val() >> 2)
+                | (bit_cast::<16, 1>(self.b2.val().into()) << 15)
+                | (bit_cast::<16, 1>(self.b1.val().into()) << 14);
+            self.step.d.next = self.step.q.val() + 1;
             if self.step.q.val() == 7 {
-                self.res.d.next = (!self.lo.val()) + 1;
                 self.busy_q.d.next = false;
                 self.done_q.d.next = true;
-            } else {
-                self.step.d.next = self.step.q.val() + 1;
             }
         }
         if self.start.val() {
-            self.neg_n0.d.next = (!self.n0.val()) + 1;
-            self.x.d.next = 1.into();
+            self.n0_q.d.next = self.n0.val();
+            self.u.d.next = 0.into();
+            self.y.d.next = 0.into();
             self.step.d.next = 0.into();
             self.busy_q.d.next = true;
             self.done_q.d.next = false;
@@ -369,16 +384,22 @@ mod tests {
     const HALF_PERIOD: u64 = 5;
     const PERIOD: u64 = 2 * HALF_PERIOD;
 
-    /// The unit's Newton iteration for any n0 (the model only takes odd ones).
-    fn newton(n0: u16) -> u16 {
-        if n0 & 1 == 1 {
-            return model::n0_prime(n0);
+    /// The unit's result for any n0 (the model only takes odd ones).
+    fn expected(n0: u16) -> u16 {
+        n0inv_serial(n0)
+    }
+
+    /// The bit-serial recurrence against the Newton reference on every odd n0 (pure Rust),
+    /// and on even ones it is still deterministic (what the hardware model must mirror).
+    #[test]
+    fn n0_serial_recurrence_matches_the_model() {
+        for n0 in (1..=0xFFFFu16).step_by(2) {
+            let y = n0inv_serial(n0);
+            assert_eq!(y, model::n0_prime(n0), "n0 = {n0:#06x}");
+            assert_eq!(n0.wrapping_mul(y), 0xFFFF, "n0·n0' = −1 for n0 = {n0:#06x}");
         }
-        let mut x: u16 = 1;
-        for _ in 0..4 {
-            x = x.wrapping_mul(2u16.wrapping_sub(n0.wrapping_mul(x)));
-        }
-        x.wrapping_neg()
+        assert_eq!(n0inv_serial(1), 0xFFFF);
+        assert_eq!(n0inv_serial(0xFFFF), 1);
     }
 
     /// Every odd n0 back to back (the next `start` in each `done` cycle), then a restart in
@@ -402,7 +423,7 @@ mod tests {
             let mut x = sim.init()?;
             wait_clock_true!(sim, clock, x);
             let mut out = vec![];
-            // restart: 0x1235 is abandoned after 3 products, 0xABCD's result comes 8 cycles
+            // restart: 0x1235 is abandoned after 3 steps, 0xABCD's result comes 8 cycles
             // after its own start
             x.n0.next = 0x1235.into();
             x.start.next = true;
@@ -448,7 +469,7 @@ mod tests {
         assert_eq!(r.len(), inputs.len() + 1, "testbench stopped early");
         for &(n0, got, cycles) in r.iter() {
             assert_eq!(cycles, N0Inv::CYCLES, "latency for n0 = {n0:#06x}");
-            assert_eq!(got, newton(n0), "n0 = {n0:#06x}");
+            assert_eq!(got, expected(n0), "n0 = {n0:#06x}");
             if n0 & 1 == 1 {
                 assert_eq!(
                     n0.wrapping_mul(got),
@@ -549,7 +570,7 @@ mod tests {
                             s.n[i] = data as u16;
                             if i == 0 {
                                 // restarts (drops) a computation still in its products
-                                self.pending = Some((slot, newton(data as u16), 0));
+                                self.pending = Some((slot, expected(data as u16), 0));
                             }
                         }
                         Kind::R2 => s.r2[i] = data as u16,
@@ -839,13 +860,13 @@ mod tests {
             2 * SLOTS,
             "n and R² per slot"
         );
-        assert_eq!(vlog.matches(" * ").count(), 1, "one multiplier");
+        assert_eq!(vlog.matches(" * ").count(), 0, "no multiplier (n0' is bit-serial)");
         verilator_lint("key_store", &vlog);
     }
 
     /// The generated Verilog of [`N0Inv`] in Icarus on every odd n0, and (with yosys) its
-    /// `synth_ice40 -dsp` netlist with the iCE40 cell models: the multiplier mapping is where
-    /// a miscompile would show.
+    /// `synth_ice40 -dsp` netlist with the iCE40 cell models (the gate-level mapping of the
+    /// adders and shifts).
     fn n0inv_cosim(ice40_netlist: bool) {
         if !on_path("iverilog", "-V") || !on_path("vvp", "-V") {
             println!("iverilog/vvp not on PATH: skipping the Verilog co-simulation");
@@ -862,20 +883,36 @@ mod tests {
         uut.start.connect();
         uut.n0.connect();
         uut.connect_all();
-        let tb = "`timescale 1ns/1ps\nmodule tb;\nreg clock = 0;\nalways #5 clock = ~clock;\n\
+        // RTL: every odd n0. Gate level (LUTs and carry chains, slow in Icarus): every 61st odd
+        // n0 (v = 1 + 122·k, 538 values) and the edges 0x7FFF, 0x8001, 0xFFFF.
+        let step = if ice40_netlist { 122 } else { 2 };
+        let mut values: Vec<u16> = (1..=0xFFFFu32).step_by(step).map(|v| v as u16).collect();
+        if ice40_netlist {
+            values.extend([0x7FFF, 0x8001, 0xFFFF]);
+        }
+        let check_extra = if !ice40_netlist {
+            String::new()
+        } else {
+            format!("for (k = 0; k < 3; k = k + 1) begin v = (k == 0) ? {e0} : (k == 1) ? {e1} : {e2}; run_one(v); end\n",
+                e0 = "32'h7FFF", e1 = "32'h8001", e2 = "32'hFFFF")
+        };
+        let tb = format!("`timescale 1ns/1ps\nmodule tb;\nreg clock = 0;\nalways #5 clock = ~clock;\n\
                   reg start = 0;\nreg [15:0] n0 = 0;\nwire busy, done;\nwire [15:0] result;\n\
-                  integer v, cyc;\n\
+                  integer v, k, cyc;\n\
                   top uut(.clock(clock), .start(start), .n0(n0), .busy(busy), .done(done), .result(result));\n\
-                  initial begin\n\
-                  for (v = 1; v < 65536; v = v + 2) begin\n\
-                  @(negedge clock); n0 = v; start = 1;\n\
+                  task run_one(input integer x); begin\n\
+                  @(negedge clock); n0 = x; start = 1;\n\
                   @(posedge clock); #1 start = 0; cyc = 0;\n\
                   while (!done) begin @(posedge clock); #1 cyc = cyc + 1; end\n\
                   $display(\"R %h %h %0d\", n0, result, cyc);\n\
-                  end\n$finish;\nend\nendmodule\n";
+                  end endtask\n\
+                  initial begin\n\
+                  for (v = 1; v < 65536; v = v + {step}) run_one(v);\n\
+                  {check_extra}\
+                  $finish;\nend\nendmodule\n");
         let dir = scratch_dir(&format!("n0inv-iverilog-{ice40_netlist}"));
         std::fs::write(dir.join("top.v"), generate_verilog(&uut)).unwrap();
-        std::fs::write(dir.join("tb.v"), tb).unwrap();
+        std::fs::write(dir.join("tb.v"), &tb).unwrap();
         let mut sources: Vec<String> = vec!["tb.v".into(), "top.v".into()];
         if ice40_netlist {
             let synth = std::process::Command::new("yosys")
@@ -900,6 +937,7 @@ mod tests {
         for l in text.lines().filter_map(|l| l.strip_prefix("R ")) {
             let f: Vec<&str> = l.split_whitespace().collect();
             let n0 = u16::from_str_radix(f[0], 16).unwrap();
+            assert_eq!(Some(&n0), values.get(seen), "the n0 values in order");
             let got = u16::from_str_radix(f[1], 16).unwrap_or_else(|_| panic!("bad result {l:?}"));
             assert_eq!(got, model::n0_prime(n0), "Verilog n0' for n0 = {n0:#06x}");
             assert_eq!(
@@ -909,7 +947,7 @@ mod tests {
             );
             seen += 1;
         }
-        assert_eq!(seen, 32768);
+        assert_eq!(seen, values.len());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -24,6 +24,7 @@ pub mod frame_rx;
 pub mod frame_tx;
 pub mod key_store;
 pub mod list_memory;
+pub mod list_memory_spram;
 pub mod mac_lane;
 pub mod model;
 pub mod modexp;

@@ -375,11 +375,12 @@ fn main() -> ExitCode {
         }
     }
     eprintln!(
-        "gen-verilog: KessaiTop: VerifyUnit<AW={aw}, L={}>, KeyStore<{}, {}>, ListMemory<{}>, \
+        "gen-verilog: KessaiTop: VerifyUnit<AW={aw}, L={}>, KeyStore<{}, {}>, {}<{}>, \
          request buffers 2 x {} bytes (MAX_PAYLOAD {}), {} clocks per bit, INFO clock {} Hz, idle timeout {} cycles",
         args.lanes,
         key_aw(args.max_bits),
         args.key_slots,
+        if kessai_rtl::command_engine::LISTS_IN_SPRAM { "ListMemorySpram (SPRAM)" } else { "ListMemory" },
         lists.trailing_zeros(),
         1usize << (buffer_aw(cfg.max_payload() as usize) - 1),
         cfg.max_payload(),
