@@ -14,7 +14,7 @@
 //!
 //! `SLOTS` slots (1 ≤ `SLOTS` ≤ 256) of `2^AW` words each (1 ≤ `AW` ≤ 15): word `i` of slot
 //! `s` is at flat address `s·2^AW + i`. Each slot's `n` and `R²` words are their own
-//! `RAM<Bits<16>, AW>` banks (block RAM), so one slot is 2 banks; `words`, `n0'` and `e` are
+//! `BlockRam<Bits<16>, AW>` banks (block RAM), so one slot is 2 banks; `words`, `n0'` and `e` are
 //! registers. Word indices are taken modulo `2^AW`; a slot number ≥ `SLOTS` matches no slot
 //! (writes are dropped, reads give 0).
 //!
@@ -38,8 +38,8 @@
 //!   cycles after the previous slot's word 0, or wait for `n0p_busy` low. An even word 0 is not a valid
 //!   modulus; the unit still finishes in 8 cycles with a meaningless `n0'`.
 //! * Read: `rd_slot`, `rd_index` → one cycle later `rd_n` and `rd_r2` (the two words at that
-//!   index) and `rd_words`, `rd_n0p`, `rd_e` of that slot. A write and a read of the same word
-//!   in one cycle reads the old word; `rd_words` / `rd_n0p` / `rd_e` come from the slot's
+//!   index) and `rd_words`, `rd_n0p`, `rd_e` of that slot. Do not read a word in the cycle it
+//!   is written (the banks are [`crate::block_ram::BlockRam`]: undefined on real block RAM); `rd_words` / `rd_n0p` / `rd_e` come from the slot's
 //!   registers (through the registered slot number), so they follow a write at once.
 //!
 //! # Capacity
@@ -51,6 +51,7 @@
 //! 1024 × 18, so one block per bank up to `AW = 10`: `KeyStore<8, 8>` is 16 blocks, fine on a
 //! LFE5U-25 (56 blocks).
 
+use crate::block_ram::BlockRam;
 use rust_hdl::prelude::*;
 
 /// `n0' = −n0⁻¹ mod 2^16`, bit-serial, no multiplier: [`N0Inv::CYCLES`] = 8 cycles of two
@@ -210,8 +211,8 @@ pub struct KeyStore<const AW: usize, const SLOTS: usize> {
     pub rd_words: Signal<Out, Bits<16>>,
     pub rd_n0p: Signal<Out, Bits<16>>,
     pub rd_e: Signal<Out, Bits<32>>,
-    n_ram: [RAM<Bits<16>, AW>; SLOTS],
-    r2_ram: [RAM<Bits<16>, AW>; SLOTS],
+    n_ram: [BlockRam<Bits<16>, AW>; SLOTS],
+    r2_ram: [BlockRam<Bits<16>, AW>; SLOTS],
     params: [SlotParams; SLOTS],
     inv: N0Inv,
     // registers

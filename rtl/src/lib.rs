@@ -18,6 +18,7 @@
 //! - `top`: `KessaiCore` (frame layer + engines, byte ports) and `KessaiTop` (the board:
 //!   UARTs around it; Verilog module `kessai_top`).
 
+pub mod block_ram;
 pub mod command_engine;
 pub mod crc16;
 pub mod frame_rx;

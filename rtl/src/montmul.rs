@@ -19,8 +19,9 @@
 //!   `wr_region`. Ignored while `busy`.
 //! * Read: while `busy` is low (in the `done` cycle or later, even in the cycle that raises
 //!   `start` again), word `rd_addr` of region `rd_region` appears on `rd_data` one cycle later
-//!   (block RAM latency); region [`REGION_RESULT`] gives the result of the last product. A
-//!   write and a read of the same word in one cycle reads the old word. Word indices are taken
+//!   (block RAM latency); region [`REGION_RESULT`] gives the result of the last product. Do
+//!   not read a word in the cycle it is written (the block RAM's read is then undefined; the
+//!   rust-hdl model gives the old word). Word indices are taken
 //!   modulo `MAX_WORDS`; region 7 does not exist (reads give garbage, writes are lost).
 //! * `words` (= s, which must be in `1..=MAX_WORDS`; not checked), `n0p` (= −n⁻¹ mod 2^16),
 //!   `a_sel`, `b_sel` and `b_one` are sampled on the edge that sees `start` high while `busy`
@@ -70,6 +71,7 @@
 //! after the multipliers) in one cycle, so the clock rate falls as L grows; L = 1 has one
 //! multiply-add between registers.
 
+use crate::block_ram::BlockRam;
 use crate::mac_lane::MacLane;
 use rust_hdl::prelude::*;
 
@@ -85,7 +87,10 @@ pub const REGION_RESULT: u64 = 1;
 /// (`7·2^AW` words) without const-generic arithmetic. Addresses are 16-bit ports of which
 /// the low `⌈log2 depth⌉` bits are used. Read data is registered (one cycle latency) and a
 /// read of the word written in the same cycle returns the old word, like rust-hdl's `RAM`;
-/// the Verilog is the same pattern, so yosys infers block RAM (SB_RAM40_4K, DP16KD).
+/// the Verilog is the same pattern, so yosys infers block RAM (SB_RAM40_4K, DP16KD). The
+/// Verilog marks the memory `no_rw_check` (see [`crate::block_ram`]): the multiplier never
+/// reads a word of the region it is writing (a run writes region 1 and reads 0 and 2…6; the
+/// sequencer copies region 1 into 4 or 5), so yosys need not emulate the old-word read.
 #[derive(LogicBlock)]
 pub struct WordRam {
     pub clock: Signal<In, Clock>,
@@ -141,6 +146,7 @@ impl Logic for WordRam {
     fn hdl(&self) -> Verilog {
         Verilog::Custom(format!(
             "\
+(* no_rw_check *)
 reg[15:0] mem[{top}:0];
 
 always @(posedge clock) begin
@@ -204,7 +210,7 @@ pub struct MontMul<const AW: usize, const L: usize> {
     pub done: Signal<Out, Bit>,
     // word stores
     op_ram: [WordRam; L],
-    t_ram: [RAM<Bits<16>, AW>; L],
+    t_ram: [BlockRam<Bits<16>, AW>; L],
     lane_bits: Constant<Bits<16>>,
     lane_mask: Constant<Bits<16>>,
     row_mask: Constant<Bits<16>>,
@@ -422,7 +428,7 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
             | self.rd_row.val();
         self.rd_res_q.d.next = self.rd_region.val() == 1;
         for k in 0..L {
-            // t read data with same-cycle write forwarding (the RAM returns the old word)
+            // t read data with same-cycle write forwarding (on a collision the RAM's word is not used)
             self.t_ram_eff[k].next = self.t_ram[k].read_data.val();
             if self.fwd_hit[k].q.val() {
                 self.t_ram_eff[k].next = self.fwd_data[k].q.val();
@@ -1190,8 +1196,9 @@ mod tests {
         assert_eq!(MontMul::<5, 8>::cycles(192), 9_411);
     }
 
-    /// The depth-parametric RAM: registered read, old data on a same-cycle write, addresses
-    /// reduced to the RAM's address bits.
+    /// The depth-parametric RAM: registered read, old data on a same-cycle write in the model
+    /// (the Verilog says `no_rw_check`: block RAM leaves that read undefined, and the engine
+    /// never does it), addresses reduced to the RAM's address bits.
     #[test]
     fn word_ram_behaviour() {
         let mut ram = WordRam::new(112);
@@ -1230,6 +1237,7 @@ mod tests {
         ram.connect_all();
         let v = generate_verilog(&ram);
         assert!(v.contains("reg[15:0] mem[111:0];"), "{v}");
+        assert!(v.contains("(* no_rw_check *)"), "{v}");
         assert!(v.contains("mem[read_address[6:0]]"), "{v}");
     }
 
