@@ -10,13 +10,17 @@ use std::fmt;
 
 /// The class byte of every Kessai command (proprietary class, no secure messaging, channel 0).
 pub const CLA: u8 = 0x80;
+/// The class byte of a sealed command (proprietary class, secure messaging, channel 0).
+pub const CLA_SM: u8 = 0x84;
 
 /// Instruction bytes (docs/apdu.md).
 pub mod ins {
     pub const GET_STATUS: u8 = 0x10;
     pub const GET_CERTIFICATE: u8 = 0x12;
+    pub const OPEN_SESSION: u8 = 0x14;
     pub const GENERATE_KEY: u8 = 0x20;
     pub const PERSONALIZE: u8 = 0x22;
+    pub const DELIVER_KEYS: u8 = 0x24;
     pub const LOAD: u8 = 0x30;
     pub const READ_VALUE: u8 = 0x32;
     pub const RECHARGE_INIT: u8 = 0x34;
@@ -42,6 +46,13 @@ pub mod sw {
     pub const SECURITY: u16 = 0x6982;
     /// Authentication method blocked: the card has locked itself.
     pub const BLOCKED: u16 = 0x6983;
+    /// Secure messaging expected: the card holds its link keys and takes this command sealed only.
+    pub const SM_MISSING: u16 = 0x6987;
+    /// Sealed command refused: it does not authenticate (altered, or sealed in another
+    /// session or under another key), or no session is open.
+    pub const SM_INCORRECT: u16 = 0x6988;
+    /// Sealed command refused: its counter was seen before in this session (replayed).
+    pub const SM_REPLAY: u16 = 0x6989;
     /// Conditions of use not satisfied: wrong life-cycle stage, no session, stale state.
     pub const CONDITIONS: u16 = 0x6985;
     /// Incorrect parameters in the data field.
@@ -62,6 +73,9 @@ pub mod sw {
             WRONG_LENGTH => "wrong length",
             SECURITY => "security status not satisfied (signature did not verify)",
             BLOCKED => "card locked",
+            SM_MISSING => "secure messaging expected (command sent in clear)",
+            SM_INCORRECT => "sealed command did not authenticate (altered, or no session)",
+            SM_REPLAY => "sealed command replayed (counter seen before)",
             CONDITIONS => "conditions of use not satisfied",
             WRONG_DATA => "incorrect data field",
             NO_SPACE => "not enough memory space",

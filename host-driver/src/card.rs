@@ -15,18 +15,19 @@ use std::path::{Path, PathBuf};
 use num_bigint::BigUint;
 use sha2::Digest;
 
-use crate::apdu::{ins, sw, CardLink, Command, LinkError, Response};
+use crate::apdu::{ins, sw, CardLink, Command, LinkError, Response, CLA_SM};
+use crate::channel::{apdu_kind, card_session_key, Channel, ChannelError, Direction, SymKey};
 use crate::crypto::esign;
 use crate::encoding::{Encoder, Tag};
 use crate::error::{Error, Result};
 use crate::messages::*;
 
-const FILE_MAGIC: &[u8; 8] = b"KSAIEEP1";
+const FILE_MAGIC: &[u8; 8] = b"KSAIEEP2";
 /// Bytes per slot: room for a 6144-bit key's certificate and provenance.
 pub const SLOT_SIZE: usize = 8192;
 const HEADER_LEN: usize = 16;
 const SLOT_MAGIC: &[u8; 4] = b"SLOT";
-pub const EEPROM_LEN: usize = HEADER_LEN + 4 * SLOT_SIZE;
+pub const EEPROM_LEN: usize = HEADER_LEN + 6 * SLOT_SIZE;
 
 /// Abnormality code: a terminal tried to raise the value (Fig. 5).
 pub const ABNORMAL_VALUE_RISE: u64 = 1;
@@ -82,6 +83,50 @@ impl CreditState {
     }
 }
 
+/// The key area (Fig. 8): Ktemp, written at manufacture and erased by the first delivery;
+/// then KU (D <-> U) and KO (T <-> U).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct CardKeys {
+    ktemp: Vec<u8>,
+    ku: Vec<u8>,
+    ko: Vec<u8>,
+}
+
+impl CardKeys {
+    fn encode(&self) -> Vec<u8> {
+        Encoder::new(Tag::CardKeys).bytes(&self.ktemp).bytes(&self.ku).bytes(&self.ko).finish()
+    }
+    fn decode(b: &[u8]) -> std::result::Result<Self, Malformed> {
+        let f = Fields::open(b, Tag::CardKeys, 3, "card keys")?;
+        Ok(CardKeys { ktemp: f.bytes(0).to_vec(), ku: f.bytes(1).to_vec(), ko: f.bytes(2).to_vec() })
+    }
+    fn delivered(&self) -> bool {
+        !self.ku.is_empty()
+    }
+    fn link_key(&self, link: u8) -> std::result::Result<SymKey, u16> {
+        let k = if link == LinkKind::Dispenser as u8 { &self.ku } else { &self.ko };
+        k.as_slice().try_into().map_err(|_| sw::UNKNOWN)
+    }
+}
+
+/// Which link a secure-messaging session is on (OPEN SESSION's P1): the dispenser's, under
+/// KU, or a terminal's, under KO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    Dispenser = 1,
+    Terminal = 2,
+}
+
+impl LinkKind {
+    fn directions(self) -> (Direction, Direction) {
+        // (host sends, card sends)
+        match self {
+            LinkKind::Dispenser => (Direction::DispenserToCard, Direction::CardToDispenser),
+            LinkKind::Terminal => (Direction::TerminalToCard, Direction::CardToTerminal),
+        }
+    }
+}
+
 /// Compares without an early exit (the time does not tell how many leading octets matched).
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -93,6 +138,8 @@ pub enum Area {
     Personal,
     /// 6M2: value, provenance, lock state.
     Usage,
+    /// The link keys of Fig. 8: Ktemp from manufacture until the first delivery, then KU, KO.
+    Keys,
 }
 
 /// Why an EEPROM write did not happen or did not complete.
@@ -149,6 +196,7 @@ impl Eeprom {
         let a = match area {
             Area::Personal => 0,
             Area::Usage => 1,
+            Area::Keys => 2,
         };
         HEADER_LEN + (2 * a + slot) * SLOT_SIZE
     }
@@ -251,26 +299,33 @@ impl Stage {
     }
 }
 
-/// 6M1.
+/// 6M1. A card of Fig. 10 has no key pair (`key` is `None`) and an SA(IDU) certificate.
 struct Personal {
     stage: Stage,
-    key: esign::PrivateKey,
+    key: Option<esign::PrivateKey>,
     master: Option<MasterPublic>,
-    cert: Option<Certificate>,
+    cert: Option<CardIdentity>,
 }
 
 impl Personal {
+    /// The card's signing key; a card without one answers "conditions of use not satisfied"
+    /// to every command that needs a card signature.
+    fn signer(&self) -> std::result::Result<&esign::PrivateKey, u16> {
+        self.key.as_ref().ok_or(sw::CONDITIONS)
+    }
+
     fn encode(&self) -> Vec<u8> {
-        let pb = self.key.public_key();
-        let mut e = Encoder::new(Tag::CardArea1)
-            .u64(self.stage.code())
-            .uint(pb.n())
-            .u64(pb.e() as u64)
-            .uint(self.key.p())
-            .uint(self.key.q());
+        let mut e = Encoder::new(Tag::CardArea1).u64(self.stage.code());
+        e = match &self.key {
+            Some(k) => {
+                let pb = k.public_key();
+                e.uint(pb.n()).u64(pb.e() as u64).uint(k.p()).uint(k.q())
+            }
+            None => e.bytes(&[]).u64(0).bytes(&[]).bytes(&[]),
+        };
         match (&self.master, &self.cert) {
             (Some(m), Some(c)) => {
-                e = e.u64(m.index as u64).uint(m.key.n()).u64(m.key.e() as u64).bytes(&c.signed.to_bytes());
+                e = e.u64(m.index as u64).uint(m.key.n()).u64(m.key.e() as u64).bytes(&c.signed().to_bytes());
             }
             _ => e = e.u64(0).bytes(&[]).u64(0).bytes(&[]),
         }
@@ -279,10 +334,13 @@ impl Personal {
 
     fn decode(b: &[u8]) -> std::result::Result<Self, Malformed> {
         let f = Fields::open(b, Tag::CardArea1, 9, "6M1")?;
-        let n = f.uint(1, "n")?;
-        let e = BigUint::from(f.u64(2, "e")?);
-        let key = esign::PrivateKey::from_components(n, &e, f.uint(3, "p")?, f.uint(4, "q")?)
-            .map_err(|e| Malformed(format!("6M1 key: {e}")))?;
+        let key = if f.bytes(1).is_empty() {
+            None
+        } else {
+            let n = f.uint(1, "n")?;
+            let e = BigUint::from(f.u64(2, "e")?);
+            Some(esign::PrivateKey::from_components(n, &e, f.uint(3, "p")?, f.uint(4, "q")?).map_err(|e| Malformed(format!("6M1 key: {e}")))?)
+        };
         let stage = match f.u64(0, "stage")? {
             1 => Stage::Keyed,
             2 => Stage::Issued,
@@ -291,11 +349,14 @@ impl Personal {
         let (master, cert) = if stage == Stage::Issued {
             (
                 Some(MasterPublic { index: f.u32(5, "master index")?, key: f.esign_key(6, "nA")? }),
-                Some(Certificate::from_bytes(Subject::Card, f.bytes(8))?),
+                Some(CardIdentity::from_bytes(f.bytes(8))?),
             )
         } else {
             (None, None)
         };
+        if key.is_none() != matches!(cert, Some(CardIdentity::Keyless(_))) {
+            return Err(Malformed("6M1: key pair and certificate kind do not match".into()));
+        }
         Ok(Personal { stage, key, master, cert })
     }
 }
@@ -431,6 +492,8 @@ enum Session {
 pub struct Card {
     eeprom: Eeprom,
     session: Session,
+    /// The secure-messaging session (RAM): its key and counters.
+    sm: Option<Channel>,
 }
 
 type Answer = std::result::Result<Vec<u8>, u16>;
@@ -440,14 +503,24 @@ fn wrong_data<E: std::fmt::Display>(_: E) -> u16 {
 }
 
 impl Card {
-    /// A blank card: formatted EEPROM, no key.
-    pub fn manufacture(path: &Path) -> Result<Self> {
-        Ok(Card { eeprom: Eeprom::create(path)?, session: Session::Idle })
+    /// A blank card: formatted EEPROM, no key pair, holding the manufacturing key Ktemp
+    /// (Fig. 8) with which it takes its link keys once, at issue.
+    pub fn manufacture(path: &Path, ktemp: &SymKey) -> Result<Self> {
+        let mut eeprom = Eeprom::create(path)?;
+        let keys = CardKeys { ktemp: ktemp.to_vec(), ku: Vec::new(), ko: Vec::new() };
+        if let Err(e) = eeprom.write(Area::Keys, &keys.encode()) {
+            let _ = std::fs::remove_file(path);
+            return Err(match e {
+                WriteFail::Io(e) => e,
+                _ => Error::input(path, "could not write the key area"),
+            });
+        }
+        Ok(Card { eeprom, session: Session::Idle, sm: None })
     }
 
     /// Powers up a card from its EEPROM file.
     pub fn open(path: &Path) -> Result<Self> {
-        Ok(Card { eeprom: Eeprom::open(path)?, session: Session::Idle })
+        Ok(Card { eeprom: Eeprom::open(path)?, session: Session::Idle, sm: None })
     }
 
     pub fn path(&self) -> &Path {
@@ -479,7 +552,7 @@ impl Card {
                 password_ok: *password_ok,
             },
         };
-        Ok(Card { eeprom: Eeprom::open(path)?, session })
+        Ok(Card { eeprom: Eeprom::open(path)?, session, sm: self.sm.clone() })
     }
 
     /// Reads 6M2 directly (tests and the tear checks; a terminal uses GET_STATUS).
@@ -502,7 +575,14 @@ impl Card {
         }
     }
 
-    fn issued(&self) -> std::result::Result<(Personal, MasterPublic, Certificate), u16> {
+    fn keys(&self) -> std::result::Result<Option<CardKeys>, u16> {
+        match self.eeprom.read(Area::Keys).map_err(|_| sw::UNKNOWN)? {
+            None => Ok(None),
+            Some(b) => CardKeys::decode(&b).map(Some).map_err(|_| sw::UNKNOWN),
+        }
+    }
+
+    fn issued(&self) -> std::result::Result<(Personal, MasterPublic, CardIdentity), u16> {
         match self.personal()? {
             Some(p) if p.stage == Stage::Issued => {
                 let m = p.master.clone().ok_or(sw::UNKNOWN)?;
@@ -523,6 +603,7 @@ impl Card {
             Err(WriteFail::Torn) => {
                 // The power is gone: RAM is lost with it.
                 self.session = Session::Idle;
+                self.sm = None;
                 Err(sw::MEMORY_FAILURE)
             }
             Err(WriteFail::TooLarge(_)) => Err(sw::NO_SPACE),
@@ -532,14 +613,104 @@ impl Card {
 
     /// Processes one command APDU and returns the response APDU.
     pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
-        let r = match Command::decode(apdu) {
-            Err(s) => Response::status(s),
-            Ok(c) => match self.dispatch(&c) {
-                Ok(data) => Response::ok(data),
-                Err(s) => Response::status(s),
-            },
+        self.process_with(apdu, &mut |_, _| {})
+    }
+
+    /// As [`Card::process`], with `hook` rewriting the plain response before it is sealed: a
+    /// card whose chip was altered to lie (tests). It holds the link keys like any card.
+    ///
+    /// Secure messaging (docs/apdu.md): once the card holds its link keys, every command but
+    /// GET STATUS and OPEN SESSION must come sealed (CLA 84) in the session OPEN SESSION
+    /// started, else 6987. A sealed command that does not authenticate answers 6988, one whose
+    /// counter was seen in this session 6989; neither changes anything (not the EEPROM, not the
+    /// session). The answer to an authenticated command is sealed, with its status word inside
+    /// and, the same, outside.
+    pub fn process_with(&mut self, apdu: &[u8], hook: &mut dyn FnMut(u8, &mut Response)) -> Vec<u8> {
+        let c = match Command::decode(apdu) {
+            Err(s) => return Response::status(s).encode(),
+            Ok(c) => c,
         };
+        let answer = |r: Answer| match r {
+            Ok(data) => Response::ok(data),
+            Err(s) => Response::status(s),
+        };
+        if c.cla == CLA_SM {
+            let Some(ch) = self.sm.as_mut() else { return Response::status(sw::SM_INCORRECT).encode() };
+            let plain = match ch.open_kind(apdu_kind(false, c.ins), &c.data) {
+                Ok(p) => p,
+                Err(ChannelError::Replay(_)) => return Response::status(sw::SM_REPLAY).encode(),
+                Err(_) => return Response::status(sw::SM_INCORRECT).encode(),
+            };
+            let inner = Fields::open(&plain, Tag::ApduSmCommand, 2, "sealed command")
+                .ok()
+                .and_then(|f| Some((f.u64(0, "P1-P2").ok()?, f.bytes(1).to_vec())))
+                .filter(|(p1p2, _)| *p1p2 == u16::from_be_bytes([c.p1, c.p2]) as u64);
+            let mut r = match inner {
+                None => Response::status(sw::WRONG_DATA),
+                Some((_, data)) => {
+                    let cmd = Command { cla: crate::apdu::CLA, ins: c.ins, p1: c.p1, p2: c.p2, data, le: c.le };
+                    answer(self.dispatch(&cmd))
+                }
+            };
+            hook(c.ins, &mut r);
+            // A power cut during the command took the session with it: a plain status.
+            let Some(ch) = self.sm.as_mut() else { return Response::status(r.sw).encode() };
+            let body = Encoder::new(Tag::ApduSmResponse).u64(r.sw as u64).bytes(&r.data).finish();
+            return match ch.seal_kind(apdu_kind(true, c.ins), &body) {
+                Ok(sealed) => Response { data: sealed, sw: r.sw }.encode(),
+                Err(_) => Response::status(sw::UNKNOWN).encode(),
+            };
+        }
+        let mut r = if c.cla == crate::apdu::CLA && c.ins == ins::OPEN_SESSION {
+            answer(self.open_session(&c))
+        } else if c.cla == crate::apdu::CLA && c.ins != ins::GET_STATUS && matches!(self.keys(), Ok(Some(k)) if k.delivered()) {
+            Response::status(sw::SM_MISSING)
+        } else {
+            answer(self.dispatch(&c))
+        };
+        hook(c.ins, &mut r);
         r.encode()
+    }
+
+    /// OPEN SESSION (in clear): P1 names the link (1: dispenser, KU; 2: terminal, KO), the data
+    /// is the host's 16-octet random. The card draws its own, derives the session key from the
+    /// link key, IDU and both randoms, and answers IDU and its random. Any flow session ends.
+    fn open_session(&mut self, c: &Command) -> Answer {
+        let link = match (c.p1, c.p2) {
+            (1, 0) => LinkKind::Dispenser,
+            (2, 0) => LinkKind::Terminal,
+            _ => return Err(sw::WRONG_P1P2),
+        };
+        self.session = Session::Idle;
+        self.sm = None;
+        if self.usage()?.locked {
+            return Err(sw::BLOCKED);
+        }
+        let keys = self.keys()?.filter(|k| k.delivered()).ok_or(sw::CONDITIONS)?;
+        let (_, _, cert) = self.issued()?;
+        let f = Fields::open(&c.data, Tag::ApduChallenge, 1, "OPEN SESSION").map_err(wrong_data)?;
+        let r_host = f.nonce(0, "R", false).map_err(wrong_data)?;
+        let r_card = nonce().map_err(|_| sw::UNKNOWN)?;
+        let key = card_session_key(&keys.link_key(link as u8)?, link as u8, cert.id(), &r_host, &r_card);
+        let (host, card) = link.directions();
+        self.sm = Some(Channel::new(key, cert.id(), 0, card, host));
+        Ok(Encoder::new(Tag::ApduSession).u64(cert.id()).bytes(&r_card).finish())
+    }
+
+    /// DELIVER KEYS (Fig. 8), in clear, once: (KU, KO) sealed under the manufacturing key Ktemp
+    /// for this card's IDU. Ktemp is erased by the same write.
+    fn deliver_keys(&mut self, data: &[u8]) -> Answer {
+        let (_, _, cert) = self.issued()?;
+        let keys = self.keys()?.ok_or(sw::CONDITIONS)?;
+        let ktemp: SymKey = keys.ktemp.as_slice().try_into().map_err(|_| sw::CONDITIONS)?;
+        let (ku, ko) = crate::channel::open_first_delivery(&ktemp, cert.id(), data, keys.delivered()).map_err(|e| match e {
+            ChannelError::AlreadyDelivered => sw::CONDITIONS,
+            ChannelError::Malformed(_) => sw::WRONG_DATA,
+            _ => sw::SECURITY,
+        })?;
+        let next = CardKeys { ktemp: Vec::new(), ku: ku.to_vec(), ko: ko.to_vec() };
+        self.write(Area::Keys, &next.encode())?;
+        Ok(Vec::new())
     }
 
     fn dispatch(&mut self, c: &Command) -> Answer {
@@ -559,7 +730,8 @@ impl Card {
         // Every command but the second half of a session ends the session.
         let session = std::mem::replace(&mut self.session, Session::Idle);
         match c.ins {
-            ins::GET_CERTIFICATE => Ok(self.issued()?.2.signed.to_bytes()),
+            ins::GET_CERTIFICATE => Ok(self.issued()?.2.signed().to_bytes()),
+            ins::DELIVER_KEYS => self.deliver_keys(&c.data),
             ins::GENERATE_KEY => self.generate_key(u16::from_be_bytes([c.p1, c.p2]) as usize),
             ins::PERSONALIZE => self.personalize(&c.data),
             ins::LOAD => self.load(&c.data),
@@ -583,7 +755,7 @@ impl Card {
         let p = self.personal()?;
         let u = self.usage()?;
         let stage = p.as_ref().map_or(Stage::Blank, |p| p.stage);
-        let idu = p.as_ref().and_then(|p| p.cert.as_ref()).map(|c| c.id);
+        let idu = p.as_ref().and_then(|p| p.cert.as_ref()).map(|c| c.id());
         Ok(CardStatus {
             stage: stage.name(),
             idu,
@@ -605,25 +777,29 @@ impl Card {
             return Err(sw::CONDITIONS);
         }
         let key = esign::PrivateKey::generate(bits, esign::DEFAULT_E).map_err(|_| sw::UNKNOWN)?;
-        let rec = Personal { stage: Stage::Keyed, key, master: None, cert: None };
+        let rec = Personal { stage: Stage::Keyed, key: Some(key), master: None, cert: None };
         self.write(Area::Personal, &rec.encode())?;
-        let pb = rec.key.public_key();
+        let pb = rec.signer()?.public_key();
         Ok(Encoder::new(Tag::ApduPublicKey).uint(pb.n()).u64(pb.e() as u64).finish())
     }
 
     /// Fig. 4B: nA and SA(nU * IDU); the card checks the certificate is for its own key and
-    /// verifies it with nA before storing anything.
+    /// verifies it with nA before storing anything. Fig. 10: a blank card (no key pair) takes
+    /// SA(IDU) instead and becomes a card without a signing key.
     fn personalize(&mut self, data: &[u8]) -> Answer {
-        let mut p = match self.personal()? {
-            Some(p) if p.stage == Stage::Keyed => p,
-            _ => return Err(sw::CONDITIONS),
-        };
         let f = Fields::open(data, Tag::ApduPersonalize, 4, "PERSONALIZE").map_err(wrong_data)?;
         let master = MasterPublic { index: f.u32(0, "master index").map_err(wrong_data)?, key: f.esign_key(1, "nA").map_err(wrong_data)? };
-        let cert = Certificate::from_bytes(Subject::Card, f.bytes(3)).map_err(wrong_data)?;
-        if cert.key != *p.key.public_key() {
-            return Err(sw::WRONG_DATA);
-        }
+        let cert = CardIdentity::from_bytes(f.bytes(3)).map_err(wrong_data)?;
+        let mut p = match (self.personal()?, &cert) {
+            (Some(p), CardIdentity::Keyed(c)) if p.stage == Stage::Keyed => {
+                if p.key.as_ref().map(|k| k.public_key()) != Some(&c.key) {
+                    return Err(sw::WRONG_DATA);
+                }
+                p
+            }
+            (None, CardIdentity::Keyless(_)) => Personal { stage: Stage::Keyed, key: None, master: None, cert: None },
+            _ => return Err(sw::CONDITIONS),
+        };
         let check = cert.check(&master).map_err(wrong_data)?;
         check.verify_sw().map_err(|_| sw::SECURITY)?;
         p.stage = Stage::Issued;
@@ -645,7 +821,7 @@ impl Card {
         if seq != u.seq {
             return Err(sw::CONDITIONS);
         }
-        let body = load_value_body(master.index, cert.id, idc, seq, value);
+        let body = load_value_body(master.index, cert.id(), idc, seq, value);
         master.key.verify(HASH, &body, &sa).map_err(|_| sw::SECURITY)?;
         let next = UsageArea { value, seq: u.seq + 1, provenance: Provenance::Load { idc, seq, sa }, ..u };
         self.write(Area::Usage, &next.encode())?;
@@ -653,8 +829,12 @@ impl Card {
     }
 
     /// V, X, SU(R * X * V) and the provenance of V, for a verifier's challenge R.
-    fn value_answer(&self, idu: u64, key: &esign::PrivateKey, r: &[u8], x: &[u8], u: &UsageArea) -> Answer {
-        let su = key.sign(HASH, &card_value_body(idu, r, x, u.value)).map_err(|_| sw::UNKNOWN)?;
+    /// A card without a signing key (Fig. 10) answers with SU and X empty.
+    fn value_answer(&self, idu: u64, key: Option<&esign::PrivateKey>, r: &[u8], x: &[u8], u: &UsageArea) -> Answer {
+        let su = match key {
+            Some(k) => k.sign(HASH, &card_value_body(idu, r, x, u.value)).map_err(|_| sw::UNKNOWN)?,
+            None => Vec::new(),
+        };
         Ok(Encoder::new(Tag::ApduValue)
             .u64(u.value)
             .u64(u.seq)
@@ -669,8 +849,8 @@ impl Card {
         let (p, _, cert) = self.issued()?;
         let f = Fields::open(data, Tag::ApduChallenge, 1, "READ VALUE").map_err(wrong_data)?;
         let r = f.nonce(0, "R", false).map_err(wrong_data)?;
-        let x = nonce().map_err(|_| sw::UNKNOWN)?;
-        self.value_answer(cert.id, &p.key, &r, &x, &self.usage()?)
+        let x = if p.key.is_some() { nonce().map_err(|_| sw::UNKNOWN)? } else { Vec::new() };
+        self.value_answer(cert.id(), p.key.as_ref(), &r, &x, &self.usage()?)
     }
 
     /// Fig. 7, first half: D -> U: Y, V', IDC; U -> D: X, SU(Y * X * V * V'), provenance of V.
@@ -685,7 +865,7 @@ impl Card {
             return Err(sw::WRONG_DATA);
         }
         let x = nonce().map_err(|_| sw::UNKNOWN)?;
-        let su = p.key.sign(HASH, &recharge_request_body(cert.id, idc, &y, &x, u.value, v_new)).map_err(|_| sw::UNKNOWN)?;
+        let su = p.signer()?.sign(HASH, &recharge_request_body(cert.id(), idc, &y, &x, u.value, v_new)).map_err(|_| sw::UNKNOWN)?;
         let out = Encoder::new(Tag::ApduRechargeOffer)
             .u64(u.value)
             .bytes(&x)
@@ -708,7 +888,7 @@ impl Card {
         }
         let f = Fields::open(data, Tag::ApduRechargeCommit, 1, "RECHARGE COMMIT").map_err(wrong_data)?;
         let sa = f.bytes(0).to_vec();
-        let body = recharge_value_body(master.index, cert.id, idc, &y, &x, v_new);
+        let body = recharge_value_body(master.index, cert.id(), idc, &y, &x, v_new);
         master.key.verify(HASH, &body, &sa).map_err(|_| sw::SECURITY)?;
         let next = UsageArea { value: v_new, seq: u.seq + 1, provenance: Provenance::Recharge { idc, y, x, sa }, ..u };
         self.write(Area::Usage, &next.encode())?;
@@ -724,9 +904,10 @@ impl Card {
         let terminal = Certificate::from_bytes(Subject::Terminal, f.bytes(0)).map_err(wrong_data)?;
         let r = f.nonce(1, "R", true).map_err(wrong_data)?;
         terminal.check(&master).map_err(wrong_data)?.verify_sw().map_err(|_| sw::SECURITY)?;
-        // Fig. 5 has no nonces; with R the card adds its own X (Fig. 6).
-        let x = if r.is_empty() { Vec::new() } else { nonce().map_err(|_| sw::UNKNOWN)? };
-        let out = self.value_answer(cert.id, &p.key, &r, &x, &u)?;
+        // Fig. 5 has no nonces; with R the card adds its own X (Fig. 6). A card without a
+        // signing key (Fig. 10) signs nothing and adds nothing.
+        let x = if r.is_empty() || p.key.is_none() { Vec::new() } else { nonce().map_err(|_| sw::UNKNOWN)? };
+        let out = self.value_answer(cert.id(), p.key.as_ref(), &r, &x, &u)?;
         self.session = Session::Pay { terminal: Box::new(terminal), r, x, value: u.value, seq: u.seq };
         Ok(out)
     }
@@ -751,7 +932,7 @@ impl Card {
         };
         let v_new = f.u64(0, "V'").map_err(wrong_data)?;
         let st = f.bytes(1).to_vec();
-        let body = terminal_value_body(terminal.id, cert.id, &r, &x, v_new);
+        let body = terminal_value_body(terminal.id, cert.id(), &r, &x, v_new);
         terminal.key.verify(HASH, &body, &st).map_err(|_| sw::SECURITY)?;
         if v_new > value {
             // An altered terminal: record what it tried and lock for good.
@@ -789,7 +970,7 @@ impl Card {
         let f = Fields::open(data, Tag::ApduDetain, 3, "DETAIN").map_err(wrong_data)?;
         let idt_a = f.u64(0, "IDT^a").map_err(wrong_data)?;
         let t_a = f.u64(1, "t^a").map_err(wrong_data)?;
-        let body = detain_body(terminal.id, cert.id, &r, idt_a, t_a);
+        let body = detain_body(terminal.id, cert.id(), &r, idt_a, t_a);
         terminal.key.verify(HASH, &body, f.bytes(2)).map_err(|_| sw::SECURITY)?;
         let detail = Encoder::new(Tag::Detain).u64(terminal.id).u64(idt_a).u64(t_a).finish();
         let locked =
@@ -803,9 +984,9 @@ impl Card {
 
     /// At issue: the setting number Ns and SA(CreditCertificate) for this card. Once only.
     fn credit_setup(&mut self, data: &[u8]) -> Answer {
-        let (_, master, cert) = self.issued()?;
+        let (p, master, cert) = self.issued()?;
         let u = self.usage()?;
-        if u.credit.is_some() {
+        if u.credit.is_some() || p.key.is_none() {
             return Err(sw::CONDITIONS);
         }
         let f = Fields::open(data, Tag::ApduCreditSetup, 2, "CREDIT SETUP").map_err(wrong_data)?;
@@ -813,7 +994,7 @@ impl Card {
         check_secret(&ns, "Ns").map_err(wrong_data)?;
         let cc = Signed::from_bytes(f.bytes(1), "credit certificate").map_err(wrong_data)?;
         let (index, idu, _) = parse_credit_certificate(&cc.body).map_err(wrong_data)?;
-        if idu != cert.id || index != master.index {
+        if idu != cert.id() || index != master.index {
             return Err(sw::WRONG_DATA);
         }
         master.key.verify(HASH, &cc.body, &cc.sig).map_err(|_| sw::SECURITY)?;
@@ -837,7 +1018,7 @@ impl Card {
             (Vec::new(), Vec::new())
         } else {
             let x = nonce().map_err(|_| sw::UNKNOWN)?;
-            let su = p.key.sign(HASH, &credit_auth_body(cert.id, &r, &x)).map_err(|_| sw::UNKNOWN)?;
+            let su = p.signer()?.sign(HASH, &credit_auth_body(cert.id(), &r, &x)).map_err(|_| sw::UNKNOWN)?;
             (x, su)
         };
         let out = Encoder::new(Tag::ApduCreditInfo)
@@ -912,7 +1093,7 @@ impl Card {
         let f = Fields::open(data, Tag::ApduSetPassword, 2, "SET PASSWORD").map_err(wrong_data)?;
         let nc = f.bytes(0).to_vec();
         check_secret(&nc, "Nc").map_err(wrong_data)?;
-        terminal.key.verify(HASH, &set_password_body(terminal.id, cert.id, &r, &x, &nc), f.bytes(1)).map_err(|_| sw::SECURITY)?;
+        terminal.key.verify(HASH, &set_password_body(terminal.id, cert.id(), &r, &x, &nc), f.bytes(1)).map_err(|_| sw::SECURITY)?;
         credit.nc = nc;
         credit.nc_tries = SECRET_TRIES;
         self.write(Area::Usage, &UsageArea { seq: u.seq + 1, credit: Some(credit), ..u }.encode())?;
@@ -937,8 +1118,8 @@ impl Card {
         if charge == 0 {
             return Err(sw::WRONG_DATA);
         }
-        let body = service_record_body(cert.id, terminal.id, date, charge, &r, &x);
-        let su = p.key.sign(HASH, &body).map_err(|_| sw::UNKNOWN)?;
+        let body = service_record_body(cert.id(), terminal.id, date, charge, &r, &x);
+        let su = p.signer()?.sign(HASH, &body).map_err(|_| sw::UNKNOWN)?;
         credit.records = credit.records.checked_add(1).ok_or(sw::CONDITIONS)?;
         credit.last_record = body;
         self.write(Area::Usage, &UsageArea { seq: u.seq + 1, credit: Some(credit), ..u }.encode())?;
@@ -1000,6 +1181,77 @@ pub struct RechargeOffer {
     pub provenance: Provenance,
 }
 
+/// The host end of a secure-messaging session with a card (docs/apdu.md): key and counters.
+/// Cloneable so a test can resume one session on a copy of the card.
+#[derive(Clone)]
+pub struct SmSession {
+    ch: Channel,
+    pub idu: u64,
+    pub link: LinkKind,
+}
+
+/// A [`CardLink`] that seals every command under the session key and opens every answer:
+/// an answer that does not authenticate, carries a counter seen before, or answers another
+/// instruction is refused (a link error naming the cipher channel); a status word in clear
+/// without a sealed body is passed on only when it is not 9000 (it can stop a flow, never
+/// complete one).
+pub struct SecureLink<'a> {
+    inner: &'a mut dyn CardLink,
+    pub session: SmSession,
+}
+
+impl<'a> SecureLink<'a> {
+    /// OPEN SESSION on `link`: sends a fresh random, takes the card's IDU and random, and
+    /// derives the session key from `key_for(IDU)` (KO on a terminal, KU from the center on a
+    /// dispenser).
+    pub fn open(
+        inner: &'a mut dyn CardLink,
+        link: LinkKind,
+        key_for: impl FnOnce(u64) -> std::result::Result<SymKey, CardError>,
+    ) -> std::result::Result<Self, CardError> {
+        let r_host = nonce().map_err(|e| CardError::Link(LinkError(e.to_string())))?;
+        let cmd = Command::new(ins::OPEN_SESSION, link as u8, 0, Encoder::new(Tag::ApduChallenge).bytes(&r_host).finish(), NE);
+        let r = inner.exchange(&cmd)?;
+        if r.sw != sw::OK {
+            return Err(CardError::Status(r.sw));
+        }
+        let f = Fields::open(&r.data, Tag::ApduSession, 2, "OPEN SESSION answer")?;
+        let idu = f.u64(0, "IDU")?;
+        let r_card = f.nonce(1, "card random", false)?;
+        let key = card_session_key(&key_for(idu)?, link as u8, idu, &r_host, &r_card);
+        let (host, card) = link.directions();
+        Ok(SecureLink { inner, session: SmSession { ch: Channel::new(key, 0, idu, host, card), idu, link } })
+    }
+
+    /// Continues `session` over `inner` (a test resuming a session on a copy of the card).
+    pub fn resume(inner: &'a mut dyn CardLink, session: SmSession) -> Self {
+        SecureLink { inner, session }
+    }
+}
+
+impl CardLink for SecureLink<'_> {
+    fn transmit(&mut self, command: &[u8]) -> std::result::Result<Vec<u8>, LinkError> {
+        let c = Command::decode(command).map_err(|s| LinkError(format!("command does not decode (SW {s:04X})")))?;
+        let body = Encoder::new(Tag::ApduSmCommand).u64(u16::from_be_bytes([c.p1, c.p2]) as u64).bytes(&c.data).finish();
+        let sealed = self.session.ch.seal_kind(apdu_kind(false, c.ins), &body).map_err(|e| LinkError(format!("cipher channel: {e}")))?;
+        let sc = Command { cla: CLA_SM, ins: c.ins, p1: c.p1, p2: c.p2, data: sealed, le: NE };
+        let r = Response::decode(&self.inner.transmit(&sc.encode())?)?;
+        if r.data.is_empty() {
+            if r.sw == sw::OK {
+                return Err(LinkError("cipher channel: the card answered 9000 in clear to a sealed command".into()));
+            }
+            return Ok(r.encode());
+        }
+        let plain = self.session.ch.open_kind(apdu_kind(true, c.ins), &r.data).map_err(|e| LinkError(format!("cipher channel: {e}")))?;
+        let f = Fields::open(&plain, Tag::ApduSmResponse, 2, "sealed answer").map_err(|e| LinkError(format!("cipher channel: {e}")))?;
+        let inner_sw = f.u64(0, "SW").ok().and_then(|v| u16::try_from(v).ok()).ok_or_else(|| LinkError("cipher channel: sealed status word out of range".into()))?;
+        if inner_sw != r.sw {
+            return Err(LinkError(format!("cipher channel: status word {:04X} in clear, {inner_sw:04X} sealed", r.sw)));
+        }
+        Ok(Response { data: f.bytes(1).to_vec(), sw: inner_sw }.encode())
+    }
+}
+
 /// Typed calls over any [`CardLink`].
 pub struct CardClient<'a> {
     pub link: &'a mut dyn CardLink,
@@ -1030,6 +1282,28 @@ impl<'a> CardClient<'a> {
         Ok(Certificate::from_bytes(Subject::Card, &self.call(ins::GET_CERTIFICATE, 0, vec![], NE)?)?)
     }
 
+    /// GET CERTIFICATE of either kind: SA(nU * IDU), or SA(IDU) for a card without a signing
+    /// key (Fig. 10).
+    pub fn identity(&mut self) -> std::result::Result<CardIdentity, CardError> {
+        Ok(CardIdentity::from_bytes(&self.call(ins::GET_CERTIFICATE, 0, vec![], NE)?)?)
+    }
+
+    /// Fig. 8: (KU, KO) sealed under Ktemp for this card, once, at issue.
+    pub fn deliver_keys(&mut self, sealed: &[u8]) -> std::result::Result<(), CardError> {
+        self.call(ins::DELIVER_KEYS, 0, sealed.to_vec(), None).map(|_| ())
+    }
+
+    /// PERSONALIZE with SA(IDU): makes a blank card a card without a signing key (Fig. 10).
+    pub fn personalize_keyless(&mut self, master: &MasterPublic, cert: &IdCertificate) -> std::result::Result<(), CardError> {
+        let data = Encoder::new(Tag::ApduPersonalize)
+            .u64(master.index as u64)
+            .uint(master.key.n())
+            .u64(master.key.e() as u64)
+            .bytes(&cert.signed.to_bytes())
+            .finish();
+        self.call(ins::PERSONALIZE, 0, data, None).map(|_| ())
+    }
+
     pub fn generate_key(&mut self, bits: usize) -> std::result::Result<esign::PublicKey, CardError> {
         let bits = u16::try_from(bits).map_err(|_| CardError::Malformed(format!("{bits} bits")))?;
         let b = self.call(ins::GENERATE_KEY, bits, vec![], NE)?;
@@ -1052,9 +1326,11 @@ impl<'a> CardClient<'a> {
         self.call(ins::LOAD, 0, data, None).map(|_| ())
     }
 
-    fn value_answer(b: &[u8], with_nonce: bool) -> std::result::Result<ValueAnswer, CardError> {
+    /// `with_nonce`: X must be 16 octets, unless `keyless_ok` lets a card without a signing
+    /// key (Fig. 10) answer with X empty (its SU is empty then too; the caller checks).
+    fn value_answer(b: &[u8], with_nonce: bool, keyless_ok: bool) -> std::result::Result<ValueAnswer, CardError> {
         let f = Fields::open(b, Tag::ApduValue, 5, "value answer")?;
-        let x = f.nonce(2, "X", !with_nonce)?;
+        let x = f.nonce(2, "X", !with_nonce || keyless_ok)?;
         if !with_nonce && !x.is_empty() {
             return Err(CardError::Malformed("X given in a nonce-less exchange".into()));
         }
@@ -1069,7 +1345,7 @@ impl<'a> CardClient<'a> {
 
     pub fn read_value(&mut self, r: &[u8]) -> std::result::Result<ValueAnswer, CardError> {
         let b = self.call(ins::READ_VALUE, 0, Encoder::new(Tag::ApduChallenge).bytes(r).finish(), NE)?;
-        Self::value_answer(&b, true)
+        Self::value_answer(&b, true, true)
     }
 
     pub fn recharge_init(&mut self, idc: u64, y: &[u8], v_new: u64) -> std::result::Result<RechargeOffer, CardError> {
@@ -1091,7 +1367,7 @@ impl<'a> CardClient<'a> {
     pub fn pay_auth(&mut self, terminal: &Certificate, r: &[u8]) -> std::result::Result<ValueAnswer, CardError> {
         let data = Encoder::new(Tag::ApduPayAuth).bytes(&terminal.signed.to_bytes()).bytes(r).finish();
         let b = self.call(ins::PAY_AUTH, 0, data, NE)?;
-        Self::value_answer(&b, !r.is_empty())
+        Self::value_answer(&b, !r.is_empty(), true)
     }
 
     pub fn pay_commit(&mut self, v_new: u64, st: &[u8]) -> std::result::Result<(), CardError> {
@@ -1192,7 +1468,7 @@ mod tests {
     #[test]
     fn blank_card_answers_status_and_refuses_the_rest() {
         let p = tmp("blank");
-        let mut c = Card::manufacture(&p).unwrap();
+        let mut c = Card::manufacture(&p, &[0u8; 32]).unwrap();
         let mut cl = CardClient::new(&mut c);
         let s = cl.status().unwrap();
         assert_eq!((s.stage, s.idu, s.value), ("blank", None, 0));

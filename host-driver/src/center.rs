@@ -102,7 +102,8 @@ pub struct CenterReport {
 /// Fig. 4C as the dispenser relays it: the card's certificate, the value it showed against the
 /// dispenser's challenge R, and the amount paid.
 pub struct LoadRequest {
-    pub cert: Certificate,
+    /// SA(nU * IDU), or SA(IDU) for a card without a signing key (Fig. 10).
+    pub cert: CardIdentity,
     pub idc: u64,
     pub r: Vec<u8>,
     pub answer: ValueAnswer,
@@ -347,6 +348,23 @@ impl Center {
         Ok(cert)
     }
 
+    /// Fig. 10: certifies a card without a signing key: assigns the IDU and signs SA(IDU).
+    pub fn certify_keyless_card(&mut self, now: u64) -> Result<IdCertificate> {
+        let idu: u64 = self
+            .db
+            .query_row("SELECT COALESCE(MAX(idu), 1000000) + 1 FROM cards", [], |r| r.get::<_, i64>(0))
+            .map_err(db_err)? as u64;
+        let expires = now.saturating_add(self.config.cert_lifetime);
+        let cert = IdCertificate::issue(&self.master, self.config.master_index, idu, expires)?;
+        self.db
+            .execute(
+                "INSERT INTO cards (idu, n, e, issued, expires, last_value, last_seen) VALUES (?1, NULL, NULL, ?2, ?3, 0, ?2)",
+                params![i64_of(idu, "IDU")?, i64_of(now, "time")?, i64_of(expires, "expiry")?],
+            )
+            .map_err(db_err)?;
+        Ok(cert)
+    }
+
     fn card_status(&self, idu: u64) -> Result<Option<(String, Option<String>)>> {
         self.db
             .query_row("SELECT status, reason FROM cards WHERE idu = ?1", [i64_of(idu, "IDU")?], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -356,16 +374,17 @@ impl Center {
 
     /// The checks shared by loads and recharges: a certificate the center made, not expired,
     /// for a card in good standing.
-    fn check_card(&self, cert: &Certificate, now: u64) -> std::result::Result<(), Fail> {
-        let check = cert.check(&self.master_for(cert.master_index, now)?).map_err(|e| Fail::refused("card certificate", e.0))?;
+    fn check_card(&self, cert: &CardIdentity, now: u64) -> std::result::Result<(), Fail> {
+        let check = cert.check(&self.master_for(cert.master_index(), now)?).map_err(|e| Fail::refused("card certificate", e.0))?;
         check.verify_sw().map_err(|e| Fail::refused("card certificate", format!("{}: {e}", check.what)))?;
-        if cert.expires <= now {
-            return Err(Fail::refused("card certificate", format!("card {} expired at {}", cert.id, cert.expires)));
+        let id = cert.id();
+        if cert.expires() <= now {
+            return Err(Fail::refused("card certificate", format!("card {id} expired at {}", cert.expires())));
         }
-        match self.card_status(cert.id)? {
-            None => Err(Fail::refused("card", format!("card {} is not registered at this center", cert.id))),
+        match self.card_status(id)? {
+            None => Err(Fail::refused("card", format!("card {id} is not registered at this center"))),
             Some((s, _)) if s == "ok" => Ok(()),
-            Some((s, r)) => Err(Fail::refused("card", format!("card {} is {s}: {}", cert.id, r.unwrap_or_default()))),
+            Some((s, r)) => Err(Fail::refused("card", format!("card {id} is {s}: {}", r.unwrap_or_default()))),
         }
     }
 
@@ -389,15 +408,22 @@ impl Center {
     /// state only. Returns (V', SA).
     pub fn authorize_load(&mut self, req: &LoadRequest, now: u64) -> std::result::Result<(u64, Vec<u8>), Fail> {
         self.check_card(&req.cert, now)?;
-        let idu = req.cert.id;
+        let idu = req.cert.id();
         let a = &req.answer;
-        let mut checks = vec![Check {
-            what: "SU(R * X * V)",
-            key: req.cert.key.clone(),
-            msg: card_value_body(idu, &req.r, &a.x, a.value),
-            sig: a.su.clone(),
-        }];
-        let master = self.master_for(req.cert.master_index, now)?;
+        let mut checks = Vec::new();
+        match req.cert.key() {
+            Some(key) => checks.push(Check {
+                what: "SU(R * X * V)",
+                key: key.clone(),
+                msg: card_value_body(idu, &req.r, &a.x, a.value),
+                sig: a.su.clone(),
+            }),
+            // Fig. 10: a card without a signing key shows its value unsigned; the provenance
+            // below is what vouches for it.
+            None if a.su.is_empty() && a.x.is_empty() => {}
+            None => return Err(Fail::refused("card value", format!("card {idu} has no signing key but sent a signature"))),
+        }
+        let master = self.master_for(req.cert.master_index(), now)?;
         checks.extend(a.provenance.checks(&master, idu, a.value).map_err(|e| Fail::refused("provenance", e.0))?);
         verify_all_sw(&checks).map_err(|e| Fail::refused("card value", e))?;
         let v_new = a
@@ -415,7 +441,7 @@ impl Center {
     /// Fig. 7: checks SU(Y * X * V * V') and the provenance of V, then signs
     /// SA(Y * X * V' * IDU) with V' = V + amount.
     pub fn authorize_recharge(&mut self, req: &RechargeRequest, now: u64) -> std::result::Result<(u64, Vec<u8>), Fail> {
-        self.check_card(&req.cert, now)?;
+        self.check_card(&CardIdentity::Keyed(req.cert.clone()), now)?;
         let idu = req.cert.id;
         let o = &req.offer;
         let v_new = o
@@ -576,6 +602,29 @@ impl Center {
         }
         let b = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         b.try_into().map_err(|_| Error::input(&path, "expected 32 octets"))
+    }
+
+    /// Ktemp, the manufacturing key cards and terminals are made holding (Fig. 8). In the field
+    /// it is in the card at manufacture; here the card factory asks the center for it.
+    pub fn manufacturing_key(&self) -> Result<crate::channel::SymKey> {
+        self.secret_file(KTEMP_FILE)
+    }
+
+    /// KU = f(KA, IDU): the key of the D <-> U link for card `idu` (a dispenser is supplied
+    /// with it by the center; the center rederives it, it stores no per-card key).
+    pub fn card_link_key(&self, idu: u64) -> Result<crate::channel::SymKey> {
+        Ok(crate::channel::card_key(&self.secret_file(KA_FILE)?, idu))
+    }
+
+    /// KO, common to terminals and cards (T <-> U).
+    pub fn common_key(&self) -> Result<crate::channel::SymKey> {
+        Ok(crate::channel::common_key(&self.secret_file(KA_FILE)?))
+    }
+
+    /// Fig. 8 at card issue: (KU, KO) for card `idu` sealed under Ktemp.
+    pub fn card_key_delivery(&self, idu: u64) -> Result<Vec<u8>> {
+        let ka = self.secret_file(KA_FILE)?;
+        crate::channel::seal_first_delivery(&self.manufacturing_key()?, idu, &crate::channel::card_key(&ka, idu), &crate::channel::common_key(&ka))
     }
 
     fn channel(&self, idt: u64) -> Result<crate::channel::Channel> {
@@ -754,7 +803,7 @@ impl Center {
     /// SA(CreditCertificate: index, IDU, expiry) for a registered card in good standing, under
     /// the master key the card holds.
     pub fn credit_certificate(&mut self, cert: &Certificate, expires: u64, now: u64) -> std::result::Result<Signed, Fail> {
-        self.check_card(cert, now)?;
+        self.check_card(&CardIdentity::Keyed(cert.clone()), now)?;
         if expires <= now {
             return Err(Error::usage(format!("credit expiry {expires} is not after now ({now})")).into());
         }

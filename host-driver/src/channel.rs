@@ -91,8 +91,8 @@ pub fn common_key(ka: &SymKey) -> SymKey {
 pub enum ChannelError {
     #[error("sealed message malformed: {0}")]
     Malformed(String),
-    #[error("sealed message is a {got:?}, expected a {expected:?}")]
-    WrongType { expected: Tag, got: u64 },
+    #[error("sealed message is of type {got:#x}, expected type {expected:#x}")]
+    WrongType { expected: u64, got: u64 },
     #[error("sealed message goes {got:?}, this end receives {expected:?}")]
     WrongDirection { expected: Direction, got: u64 },
     #[error("counter {0} already seen or older than the replay window: replayed message refused")]
@@ -120,6 +120,7 @@ pub struct ChannelState {
     pub recv_window: u64,
 }
 
+#[derive(Clone)]
 pub struct Channel {
     key: SymKey,
     /// IDs of this end and the peer (bound into the associated data).
@@ -130,25 +131,25 @@ pub struct Channel {
     pub state: ChannelState,
 }
 
-fn header(msg_type: Tag, dir: Direction, counter: u64, from: u64, to: u64) -> Vec<u8> {
-    Encoder::new(Tag::SealedHeader).u64(msg_type as u64).u64(dir as u64).u64(counter).u64(from).u64(to).finish()
+fn header(msg_type: u64, dir: Direction, counter: u64, from: u64, to: u64) -> Vec<u8> {
+    Encoder::new(Tag::SealedHeader).u64(msg_type).u64(dir as u64).u64(counter).u64(from).u64(to).finish()
 }
 
-fn seal_raw(key: &SymKey, msg_type: Tag, dir: Direction, counter: u64, from: u64, to: u64, plaintext: &[u8]) -> Result<Vec<u8>> {
+fn seal_raw(key: &SymKey, msg_type: u64, dir: Direction, counter: u64, from: u64, to: u64, plaintext: &[u8]) -> Result<Vec<u8>> {
     let nonce: [u8; 24] = random_bytes()?;
     let aead = XChaCha20Poly1305::new(&Key::from(*key));
     let aad = header(msg_type, dir, counter, from, to);
     let ct = aead
         .encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: &aad })
         .map_err(|_| Error::crypto("AEAD encryption failed"))?;
-    Ok(Encoder::new(Tag::Sealed).u64(msg_type as u64).u64(dir as u64).u64(counter).bytes(&nonce).bytes(&ct).finish())
+    Ok(Encoder::new(Tag::Sealed).u64(msg_type).u64(dir as u64).u64(counter).bytes(&nonce).bytes(&ct).finish())
 }
 
 /// Parses and authenticates; returns (counter, plaintext). The caller checks the counter.
-fn open_raw(key: &SymKey, msg_type: Tag, dir: Direction, from: u64, to: u64, sealed: &[u8]) -> std::result::Result<(u64, Vec<u8>), ChannelError> {
+fn open_raw(key: &SymKey, msg_type: u64, dir: Direction, from: u64, to: u64, sealed: &[u8]) -> std::result::Result<(u64, Vec<u8>), ChannelError> {
     let f = Fields::open(sealed, Tag::Sealed, 5, "sealed message")?;
     let t = f.u64(0, "type")?;
-    if t != msg_type as u64 {
+    if t != msg_type {
         return Err(ChannelError::WrongType { expected: msg_type, got: t });
     }
     let d = f.u64(1, "direction")?;
@@ -175,6 +176,12 @@ impl Channel {
 
     /// Seals `plaintext` as a message of type `msg_type`, with the next counter.
     pub fn seal(&mut self, msg_type: Tag, plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.seal_kind(msg_type as u64, plaintext)
+    }
+
+    /// As [`Channel::seal`] with a message type that is not a [`Tag`] (the card links use
+    /// [`apdu_kind`]: the instruction byte is part of the type).
+    pub fn seal_kind(&mut self, msg_type: u64, plaintext: &[u8]) -> Result<Vec<u8>> {
         let counter = self.state.next_send;
         let next = counter.checked_add(1).ok_or_else(|| Error::crypto("channel counter exhausted; rekey"))?;
         let out = seal_raw(&self.key, msg_type, self.send, counter, self.me, self.peer, plaintext)?;
@@ -186,6 +193,11 @@ impl Channel {
     /// with this type, direction and pair of IDs, and carry a counter not seen before (within
     /// the window). Only then is the counter recorded.
     pub fn open(&mut self, msg_type: Tag, sealed: &[u8]) -> std::result::Result<Vec<u8>, ChannelError> {
+        self.open_kind(msg_type as u64, sealed)
+    }
+
+    /// As [`Channel::open`] with a message type that is not a [`Tag`].
+    pub fn open_kind(&mut self, msg_type: u64, sealed: &[u8]) -> std::result::Result<Vec<u8>, ChannelError> {
         let (counter, pt) = open_raw(&self.key, msg_type, self.recv, self.peer, self.me, sealed)?;
         let s = &mut self.state;
         if counter == 0 {
@@ -211,7 +223,7 @@ impl Channel {
 /// `id` under the manufacturing key Ktemp.
 pub fn seal_first_delivery(ktemp: &SymKey, id: u64, key: &SymKey, ko: &SymKey) -> Result<Vec<u8>> {
     let pt = Encoder::new(Tag::KeyDelivery).bytes(key).bytes(ko).finish();
-    seal_raw(ktemp, Tag::KeyDelivery, Direction::Manufacturing, 1, 0, id, &pt)
+    seal_raw(ktemp, Tag::KeyDelivery as u64, Direction::Manufacturing, 1, 0, id, &pt)
 }
 
 /// The receiving side of the first delivery: accepted once (`already` says whether keys were
@@ -220,12 +232,33 @@ pub fn open_first_delivery(ktemp: &SymKey, id: u64, sealed: &[u8], already: bool
     if already {
         return Err(ChannelError::AlreadyDelivered);
     }
-    let (counter, pt) = open_raw(ktemp, Tag::KeyDelivery, Direction::Manufacturing, 0, id, sealed)?;
+    let (counter, pt) = open_raw(ktemp, Tag::KeyDelivery as u64, Direction::Manufacturing, 0, id, sealed)?;
     if counter != 1 {
         return Err(ChannelError::Replay(counter));
     }
     let f = Fields::open(&pt, Tag::KeyDelivery, 2, "key delivery")?;
     Ok((f.fixed(0, "key")?, f.fixed(1, "KO")?))
+}
+
+/// The message type of a sealed APDU on a card link: the container tag of the command or
+/// response ([`Tag::ApduSmCommand`], [`Tag::ApduSmResponse`]) and the instruction byte, so an
+/// answer to one command never opens as the answer to another.
+pub fn apdu_kind(response: bool, ins: u8) -> u64 {
+    let tag = if response { Tag::ApduSmResponse } else { Tag::ApduSmCommand };
+    ((tag as u64) << 8) | ins as u64
+}
+
+/// The key of one secure-messaging session on a card link (docs/apdu.md, "Secure
+/// messaging"): HKDF-SHA256 over the link key (KU for D <-> U, KO for T <-> U), the link, the
+/// card's IDU and both parties' fresh 16-octet randoms. A session's key is new every time, so
+/// nothing recorded in an earlier session authenticates in a later one, and the counters
+/// inside a session never repeat.
+pub fn card_session_key(link_key: &SymKey, link: u8, idu: u64, r_host: &[u8], r_card: &[u8]) -> SymKey {
+    let hk = Hkdf::<Sha256>::new(Some(SALT), link_key);
+    let info = Encoder::new(Tag::SealedHeader).str("card session").u64(link as u64).u64(idu).bytes(r_host).bytes(r_card).finish();
+    let mut out = [0u8; 32];
+    hk.expand(&info, &mut out).expect("32 octets is a valid HKDF-SHA256 length");
+    out
 }
 
 /// A fresh master secret KA from the OS.

@@ -14,7 +14,7 @@ use kessai::crypto::esign;
 use kessai::dispenser::{Dispenser, LoadFlow};
 use kessai::files::write_atomic;
 use kessai::messages::{unix_now, Fail, Signed};
-use kessai::terminal::{PayFlow, Terminal};
+use kessai::terminal::{CreditFlow, PayFlow, Terminal};
 use kessai::Error;
 use serde_json::json;
 
@@ -44,6 +44,24 @@ pub enum PayFlowArg {
     /// Fig. 5: no nonces; with the time stamp, Fig. 10's exchange.
     #[value(alias = "fig10")]
     Fig5,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RegisterFlowArg {
+    /// Fig. 15: with nonces R, X and the card's SU(R * X) (default).
+    Fig15,
+    /// Fig. 13: without nonces.
+    Fig13,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CreditFlowArg {
+    /// Fig. 17: nonces, and the card signs the service record SU(M * IDU) (default).
+    Fig17,
+    /// Fig. 16: nonces; the record is vouched for by the terminal's upload only.
+    Fig16,
+    /// Fig. 14: no nonces.
+    Fig14,
 }
 
 #[derive(Subcommand)]
@@ -82,6 +100,16 @@ pub enum CenterCmd {
         value: Option<u64>,
         #[arg(long, default_value_t = 1)]
         idc: u64,
+        /// Fig. 10: a card without a signing key (SA(IDU) only); value loads by Fig. 4C.
+        #[arg(long)]
+        keyless: bool,
+        /// Figs. 13-17: make it a credit card with this setting number Ns (4-16 characters),
+        /// kept inside the card; the holder registers a password with it.
+        #[arg(long, value_name = "NS")]
+        credit: Option<String>,
+        /// Credit service valid for this many days.
+        #[arg(long, default_value_t = 365, requires = "credit")]
+        credit_days: u64,
     },
     /// Figs. 4C / 7: add value to a card.
     Load {
@@ -97,7 +125,8 @@ pub enum CenterCmd {
         #[arg(long, default_value_t = 1)]
         idc: u64,
     },
-    /// Fig. 9: ingest a terminal's upload of usage records (clone detection).
+    /// Fig. 9: ingest a terminal's upload of usage records (clone detection), or of service
+    /// records (2M6, Figs. 14-17: card signatures verified, filed per card for billing).
     Ingest {
         #[arg(long)]
         dir: PathBuf,
@@ -157,6 +186,47 @@ pub enum TerminalCmd {
         #[command(flatten)]
         backend: BackendArgs,
     },
+    /// Figs. 13 / 15: register the credit card's password. The user types the card's ID
+    /// number and its setting number (each up to three tries, in the order given; the card
+    /// checks Ns itself and marks itself after three wrong ones), then the password.
+    RegisterPassword {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        card: PathBuf,
+        /// The card's ID number IDU as the user types it (repeat for further tries).
+        #[arg(long = "id", required = true)]
+        ids: Vec<u64>,
+        /// The setting number Ns as the user types it (repeat for further tries).
+        #[arg(long = "setting-number", required = true)]
+        setting_numbers: Vec<String>,
+        /// The password Nc to register (4-16 characters).
+        #[arg(long)]
+        password: String,
+        #[arg(long, value_enum, default_value = "fig15")]
+        flow: RegisterFlowArg,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
+    /// Figs. 14 / 16 / 17: a credit service of --amount: the user types the password (up to
+    /// three tries, in the order given; the third wrong one invalidates the card), the service
+    /// record (IDU, date, charge) goes to 2M6, signed by the card in Fig. 17.
+    Credit {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        card: PathBuf,
+        /// Charge, in minor units.
+        #[arg(long)]
+        amount: u64,
+        /// The password as the user types it (repeat for further tries).
+        #[arg(long = "password", required = true)]
+        passwords: Vec<String>,
+        #[arg(long, value_enum, default_value = "fig17")]
+        flow: CreditFlowArg,
+        #[command(flatten)]
+        backend: BackendArgs,
+    },
     /// Fig. 11: step the terminal's time stamp TS_{t+1} = F(TS_t) and count t (the center
     /// learns t at the next sync, or now with --center).
     Tick {
@@ -178,6 +248,9 @@ pub enum TerminalCmd {
         /// Write the next batch to upload here (kept until --acked).
         #[arg(long)]
         upload: Option<PathBuf>,
+        /// Write the next batch of service records (2M6, credit cards) here (kept until --acked).
+        #[arg(long)]
+        upload_services: Option<PathBuf>,
         /// The center ingested this batch id (hex): drop it from the outbox.
         #[arg(long)]
         acked: Option<String>,
@@ -261,25 +334,47 @@ pub fn center(cmd: CenterCmd) -> kessai::Result<Outcome> {
                 )
             })
         }
-        CenterCmd::IssueCard { dir, card, bits, value, idc } => {
+        CenterCmd::IssueCard { dir, card, bits, value, idc, keyless, credit, credit_days } => {
+            if value == Some(0) {
+                return Err(Error::usage("--value 0: leave it out to issue an empty card"));
+            }
+            if keyless && (credit.is_some() || bits.is_some()) {
+                return Err(Error::usage("--keyless: a card without a signing key takes neither --credit (credit needs a card key) nor --bits"));
+            }
+            if let Some(ns) = &credit {
+                kessai::messages::check_secret(ns.as_bytes(), "--credit (setting number)").map_err(|e| Error::usage(e.0))?;
+            }
+            let credit_for = credit_days.checked_mul(DAY).filter(|d| *d > 0).ok_or_else(|| Error::usage(format!("--credit-days {credit_days}: expected 1 to 36500")))?;
+            if credit_days > 36_500 {
+                return Err(Error::usage(format!("--credit-days {credit_days}: expected 1 to 36500")));
+            }
             let mut c = Center::open(&dir)?;
             let bits = bits.unwrap_or(c.config().bits);
             if !esign::KEYGEN_BITS.contains(&bits) {
                 return Err(Error::usage(format!("--bits {bits}: expected one of {:?}", esign::KEYGEN_BITS)));
             }
-            if value == Some(0) {
-                return Err(Error::usage("--value 0: leave it out to issue an empty card"));
-            }
-            let mut u = Card::manufacture(&card)?;
+            let mut u = Card::manufacture(&card, &c.manufacturing_key()?)?;
             let d = Dispenser::new(idc);
-            let r = d.issue_card(&mut c, &mut u, bits, now).and_then(|i| match value {
-                Some(v) => d.load(&mut c, &mut u, v, LoadFlow::Fig7, now).map(|l| (i, l.v_new)),
-                None => Ok((i, 0)),
-            });
+            let r = if keyless { d.issue_keyless_card(&mut c, &mut u, now) } else { d.issue_card(&mut c, &mut u, bits, now) }
+                .and_then(|i| match &credit {
+                    Some(ns) => d.setup_credit(&mut c, &mut u, ns.as_bytes(), now.saturating_add(credit_for), now).map(|_| i),
+                    None => Ok(i),
+                })
+                .and_then(|i| match value {
+                    Some(v) => d.load(&mut c, &mut u, v, if keyless { LoadFlow::Fig4c } else { LoadFlow::Fig7 }, now).map(|l| (i, l.v_new)),
+                    None => Ok((i, 0)),
+                });
+            if r.is_err() {
+                // Nothing half-issued left behind: the card file goes (the center's registry
+                // keeps the IDU it assigned, unused).
+                let _ = std::fs::remove_file(&card);
+            }
+            let kind = if keyless { "without a signing key (Fig. 10)" } else if credit.is_some() { "credit card" } else { "prepaid" };
             settle(r, |(i, v)| {
                 (
-                    format!("card {} issued in {} ({} bits), value {v}", i.idu, card.display(), i.bits),
-                    json!({"idu": i.idu, "card": card, "bits": i.bits, "expires": i.expires, "value": v}),
+                    format!("card {} issued in {} ({}, {} bits), value {v}", i.idu, card.display(), kind, i.bits),
+                    json!({"idu": i.idu, "card": card, "bits": i.bits, "keyless": keyless, "credit": credit.is_some(),
+                           "credit_expires": credit.as_ref().map(|_| now.saturating_add(credit_for)), "expires": i.expires, "value": v}),
                 )
             })
         }
@@ -310,6 +405,19 @@ pub fn center(cmd: CenterCmd) -> kessai::Result<Outcome> {
                 }
                 Ok(())
             };
+            // A terminal's upload of service records (2M6) is told apart by its signed body's tag.
+            let is_service = Signed::from_bytes(&bytes, "batch")
+                .ok()
+                .and_then(|s| kessai::encoding::decode(&s.body).ok())
+                .is_some_and(|d| d.tag == kessai::encoding::Tag::ServiceBatch);
+            if is_service {
+                return settle(c.ingest_services(&bytes, now).map_err(in_file(&batch)), |r| {
+                    (
+                        format!("service batch {} from terminal {}: {} records, {} card-signed{}", r.batch_id, r.idt, r.records, r.card_signed, if r.duplicate { ", already ingested (counted once)" } else { "" }),
+                        serde_json::to_value(r).expect("serializable"),
+                    )
+                });
+            }
             settle(c.ingest_with(&bytes, now, &mut hook).map_err(in_file(&batch)), |r| {
                 (
                     format!(
@@ -442,6 +550,53 @@ pub fn terminal(cmd: TerminalCmd) -> kessai::Result<Outcome> {
                 )
             })
         }
+        TerminalCmd::RegisterPassword { dir, card, ids, setting_numbers, password, flow, backend } => {
+            kessai::messages::check_secret(password.as_bytes(), "--password").map_err(|e| Error::usage(e.0))?;
+            if ids.len() > 3 || setting_numbers.len() > 3 {
+                return Err(Error::usage(format!("{} --id and {} --setting-number given: at most three tries each", ids.len(), setting_numbers.len())));
+            }
+            let mut u = Card::open(&card)?;
+            let accel = open_backend(&backend)?;
+            let ns: Vec<&[u8]> = setting_numbers.iter().map(|s| s.as_bytes()).collect();
+            let nonces = matches!(flow, RegisterFlowArg::Fig15);
+            let r = Terminal::open(&dir, accel).and_then(|mut t| t.register_password(&mut u, &ids, &ns, password.as_bytes(), nonces, now));
+            settle(r, |idu| {
+                (
+                    format!("card {idu}: password registered ({})", if nonces { "Fig. 15, ST(R * X * Nc)" } else { "Fig. 13" }),
+                    json!({"idu": idu, "flow": if nonces { "fig15" } else { "fig13" }}),
+                )
+            })
+        }
+        TerminalCmd::Credit { dir, card, amount, passwords, flow, backend } => {
+            if amount == 0 {
+                return Err(Error::usage("--amount 0: expected at least 1 minor unit"));
+            }
+            if passwords.len() > 3 {
+                return Err(Error::usage(format!("{} --password given: at most three tries", passwords.len())));
+            }
+            let mut u = Card::open(&card)?;
+            let accel = open_backend(&backend)?;
+            let flow = match flow {
+                CreditFlowArg::Fig17 => CreditFlow::Fig17,
+                CreditFlowArg::Fig16 => CreditFlow::Fig16,
+                CreditFlowArg::Fig14 => CreditFlow::Fig14,
+            };
+            let pw: Vec<&[u8]> = passwords.iter().map(|s| s.as_bytes()).collect();
+            let r = Terminal::open(&dir, accel).and_then(|mut t| t.credit_pay(&mut u, &pw, amount, flow, now));
+            settle(r, |r| {
+                (
+                    format!(
+                        "credit service {} to card {} at terminal {} ({:?}{}); recorded for upload",
+                        r.charge,
+                        r.idu,
+                        r.idt,
+                        r.flow,
+                        if r.card_signed { ", signed by the card SU(M * IDU)" } else { "" }
+                    ),
+                    serde_json::to_value(r).expect("serializable"),
+                )
+            })
+        }
         TerminalCmd::Tick { dir, center, backend } => {
             let accel = open_backend(&backend)?;
             let mut t = match Terminal::open(&dir, accel) {
@@ -465,9 +620,9 @@ pub fn terminal(cmd: TerminalCmd) -> kessai::Result<Outcome> {
                 json!({"idt": t.idt(), "t": new_t, "reported": reported}),
             ))
         }
-        TerminalCmd::Sync { dir, center, upload, acked, lists, backend } => {
-            if center.is_none() && upload.is_none() && acked.is_none() && lists.is_none() {
-                return Err(Error::usage("terminal sync: give --center DIR, or --upload FILE / --acked ID / --lists FILE"));
+        TerminalCmd::Sync { dir, center, upload, upload_services, acked, lists, backend } => {
+            if center.is_none() && upload.is_none() && upload_services.is_none() && acked.is_none() && lists.is_none() {
+                return Err(Error::usage("terminal sync: give --center DIR, or --upload FILE / --upload-services FILE / --acked ID / --lists FILE"));
             }
             let acked = acked
                 .map(|a| {
@@ -493,6 +648,7 @@ pub fn terminal(cmd: TerminalCmd) -> kessai::Result<Outcome> {
             let mut text = Vec::new();
             if let Some(id) = acked {
                 t.ack_batch(&id)?;
+                t.ack_service_batch(&id)?;
                 text.push(format!("batch {} acknowledged", hex::encode(id)));
                 out["acked"] = json!(hex::encode(id));
             }
@@ -504,6 +660,16 @@ pub fn terminal(cmd: TerminalCmd) -> kessai::Result<Outcome> {
                         out["upload"] = json!({"batch_id": hex::encode(id), "file": path});
                     }
                     None => text.push("no usage records to upload".into()),
+                }
+            }
+            if let Some(path) = &upload_services {
+                match t.export_service_batch(now)? {
+                    Some((id, bytes)) => {
+                        write_atomic(path, &bytes)?;
+                        text.push(format!("service batch {} written to {}", hex::encode(id), path.display()));
+                        out["upload_services"] = json!({"batch_id": hex::encode(id), "file": path});
+                    }
+                    None => text.push("no service records to upload".into()),
                 }
             }
             if let Some(signed) = &lists_bundle {
@@ -530,6 +696,16 @@ pub fn terminal(cmd: TerminalCmd) -> kessai::Result<Outcome> {
                         }
                         text.push(format!("list version {}", r.list_version.map_or("-".into(), |v| v.to_string())));
                         out["sync"] = serde_json::to_value(&r).expect("serializable");
+                    }
+                    Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
+                }
+                // Service records (2M6) of credit cards go up in the same sync.
+                match t.upload_services(&mut c, now) {
+                    Ok(ups) => {
+                        for u in &ups {
+                            text.push(format!("uploaded service batch {} ({} records, {} card-signed)", u.batch_id, u.records, u.card_signed));
+                        }
+                        out["services"] = serde_json::to_value(&ups).expect("serializable");
                     }
                     Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
                 }
@@ -613,9 +789,32 @@ impl Demo {
     }
 }
 
+/// The wire to a card as a man in the middle sees it (demo): keeps the sealed PAY COMMIT, and
+/// flips one ciphertext bit of the command with INS `flip`.
+struct Wire<'a> {
+    card: &'a mut Card,
+    commit: Option<Vec<u8>>,
+    flip: Option<u8>,
+}
+
+impl kessai::apdu::CardLink for Wire<'_> {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, kessai::apdu::LinkError> {
+        let mut c = command.to_vec();
+        let ins = c.get(1).copied();
+        if ins == Some(kessai::apdu::ins::PAY_COMMIT) {
+            self.commit = Some(c.clone());
+        }
+        if ins.is_some() && ins == self.flip && c.len() > 8 {
+            let n = c.len();
+            c[n - 3] ^= 0x10;
+        }
+        Ok(self.card.process(&c))
+    }
+}
+
 fn paid(r: Result<kessai::terminal::Receipt, Fail>) -> Result<String, String> {
     match r {
-        Ok(r) => Ok(format!("{} -> {}, {} checks in {} batch", r.v_before, r.v_after, r.checks, r.batches)),
+        Ok(r) => Ok(format!("{} -> {}, {} checks in {} batch{}", r.v_before, r.v_after, r.checks, r.batches, if r.flow == PayFlow::Fig10 { " (Fig. 10: SA(IDU), no card signature)" } else { "" })),
         Err(e) => Err(format!("unexpected: {e}")),
     }
 }
@@ -712,6 +911,7 @@ fn run_demo(d: &mut Demo, dir: &Path, bits: usize, accel: &mut Option<Box<dyn Ac
     let config = CenterConfig { bits, ..Default::default() };
     let t0 = Instant::now();
     let mut center = Center::init(&cdir, config, now)?;
+    let ktemp = center.manufacturing_key()?;
     let keygen_ms = t0.elapsed().as_millis();
     d.record("center: master key nA, database, list v1", "ok", Ok(format!("master key {bits} bits")), keygen_ms);
 
@@ -750,8 +950,8 @@ fn run_demo(d: &mut Demo, dir: &Path, bits: usize, accel: &mut Option<Box<dyn Ac
         }
     }
     let disp = Dispenser::new(1);
-    let mut card1 = Card::manufacture(&u1)?;
-    let mut card2 = Card::manufacture(&u2)?;
+    let mut card1 = Card::manufacture(&u1, &ktemp)?;
+    let mut card2 = Card::manufacture(&u2, &ktemp)?;
     for (name, card) in [("card 1", &mut card1), ("card 2", &mut card2)] {
         d.step(format!("issue {name} (Fig. 4B, key made on the card)"), "ok", || {
             disp.issue_card(&mut center, card, bits, now).map(|i| format!("IDU {}", i.idu)).map_err(|e| e.to_string())
@@ -858,8 +1058,8 @@ fn run_demo(d: &mut Demo, dir: &Path, bits: usize, accel: &mut Option<Box<dyn Ac
         return Ok(());
     }
     let (u3, u4) = (dir.join("card-3.eeprom"), dir.join("card-4.eeprom"));
-    let mut card3 = Card::manufacture(&u3)?;
-    let mut card4 = Card::manufacture(&u4)?;
+    let mut card3 = Card::manufacture(&u3, &ktemp)?;
+    let mut card4 = Card::manufacture(&u4, &ktemp)?;
     d.step("issue cards 3 and 4, load 2000 each (Fig. 7)", "ok", || {
         let mut ids = Vec::new();
         for c in [&mut card3, &mut card4] {
@@ -878,7 +1078,20 @@ fn run_demo(d: &mut Demo, dir: &Path, bits: usize, accel: &mut Option<Box<dyn Ac
         .map(|n| format!("t = {n}, center has it"))
         .map_err(|e| e.to_string())
     });
+    let (u7, u8) = (dir.join("card-7.eeprom"), dir.join("card-8.eeprom"));
+    let mut card7 = Card::manufacture(&u7, &ktemp)?;
+    let mut card8 = Card::manufacture(&u8, &ktemp)?;
+    d.step("issue keyless cards 7, 8 (Fig. 10: SA(IDU)), load 1000", "ok", || {
+        let mut ids = Vec::new();
+        for c in [&mut card7, &mut card8] {
+            let i = disp.issue_keyless_card(&mut center, c, now).map_err(|e| e.to_string())?;
+            disp.load(&mut center, c, 1_000, LoadFlow::Fig4c, now).map_err(|e| e.to_string())?;
+            ids.push(i.idu);
+        }
+        Ok(format!("IDU {ids:?}, SA(IDU) only, loaded by Fig. 4C"))
+    });
     d.step("pay 100 with card 3 at terminal C (before the theft)", "ok", || paid(with_terminal(accel, &tc, |t| t.pay(&mut card3, 100, PayFlow::Fig9, now))));
+    d.step("pay 100 with keyless card 7 at C (Fig. 10, before theft)", "ok", || paid(with_terminal(accel, &tc, |t| t.pay(&mut card7, 100, PayFlow::Fig9, now))));
     let idt_c = with_terminal(accel, &tc, |t| Ok(t.idt())).unwrap_or(0);
     d.step("center: terminal C reported stolen at t^j = 1, lists v3", "ok", || {
         let t = center.report_stolen(idt_c).map_err(|e| e.to_string())?;
@@ -886,9 +1099,10 @@ fn run_demo(d: &mut Demo, dir: &Path, bits: usize, accel: &mut Option<Box<dyn Ac
         let b = kessai::messages::ListBundle::parse(&s.body).map_err(|e| e.0)?;
         Ok(format!("list v{}: troubled terminal {idt_c} at t = {t}", b.version))
     });
-    d.step("thief ticks C to t = 2 and pays 100 with card 4", "ok", || {
+    d.step("thief ticks C to t = 2 and pays 100 with cards 4 and 8", "ok", || {
         paid(with_terminal(accel, &tc, |t| {
             t.tick()?;
+            t.pay(&mut card8, 100, PayFlow::Fig9, now)?;
             t.pay(&mut card4, 100, PayFlow::Fig9, now)
         }))
     });
@@ -900,13 +1114,32 @@ fn run_demo(d: &mut Demo, dir: &Path, bits: usize, accel: &mut Option<Box<dyn Ac
         .map_err(|e| e.to_string())
         .and_then(|h| if h.found { Ok(format!("LIST_LOOKUP {idt_c}: t^j = {}", h.t)) } else { Err("not listed".into()) })
     });
-    d.step("pay 100 with card 3 at A (t^a = 1 <= t^j, stamp checked)", "ok", || paid(with_terminal(accel, &ta, |t| t.pay(&mut card3, 100, PayFlow::Fig9, now))));
+    // Fig. 8 on the T <-> U link: a man in the middle records the sealed APDUs of this payment.
+    let mut wire = Wire { card: &mut card3, commit: None, flip: None };
+    d.step("pay 100 with card 3 at A (t^a = 1 <= t^j, stamp checked)", "ok", || paid(with_terminal(accel, &ta, |t| t.pay(&mut wire, 100, PayFlow::Fig9, now))));
+    let commit = wire.commit.take();
+    d.step("replay card 3's sealed PAY COMMIT (man in the middle)", "refused", || {
+        let c = commit.as_ref().ok_or("no PAY COMMIT seen on the wire")?;
+        let r = kessai::apdu::Response::decode(&card3.process(c)).map_err(|e| e.to_string())?;
+        let v = CardClient::new(&mut card3).status().map_err(|e| e.to_string())?.value;
+        if r.sw == kessai::apdu::sw::SM_REPLAY && v == 1_800 {
+            Ok(format!("card answers {r}; value still {v}"))
+        } else {
+            Err(format!("card answered {r}, value {v}"))
+        }
+    });
+    d.step("alter one ciphertext bit of a PAY AUTH to card 3", "refused", || {
+        let mut wire = Wire { card: &mut card3, commit: None, flip: Some(kessai::apdu::ins::PAY_AUTH) };
+        refused(with_terminal(accel, &ta, |t| t.pay(&mut wire, 100, PayFlow::Fig9, now)), "6988")
+    });
     d.step("pay 100 with card 4 at A (t^a = 2 > t^j)", "refused", || refused(with_terminal(accel, &ta, |t| t.pay(&mut card4, 100, PayFlow::Fig9, now)), "detained"));
+    d.step("pay 100 with keyless card 7 at A (t^a = 1 <= t^j)", "ok", || paid(with_terminal(accel, &ta, |t| t.pay(&mut card7, 100, PayFlow::Fig9, now))));
+    d.step("pay 100 with keyless card 8 at A (t^a = 2 > t^j)", "refused", || refused(with_terminal(accel, &ta, |t| t.pay(&mut card8, 100, PayFlow::Fig9, now)), "detained"));
 
     // Figs. 13-17: credit cards.
     let (u5, u6) = (dir.join("card-5.eeprom"), dir.join("card-6.eeprom"));
-    let mut card5 = Card::manufacture(&u5)?;
-    let mut card6 = Card::manufacture(&u6)?;
+    let mut card5 = Card::manufacture(&u5, &ktemp)?;
+    let mut card6 = Card::manufacture(&u6, &ktemp)?;
     let mut ids = Vec::new();
     d.step("issue credit cards 5 and 6 (setting number in the card)", "ok", || {
         for c in [&mut card5, &mut card6] {

@@ -51,6 +51,8 @@ pub enum Tag {
     Detain = 0x0404,
     /// SA_old(nA_new) and SA_new(nA_old): a master key rollover announcement.
     MasterRollover = 0x0104,
+    /// SA(IDU): the center certifies the ID of a card without a signing key (Fig. 10).
+    CardIdCertificate = 0x0106,
     /// SU(M * IDU): a card-signed credit service record (Fig. 17).
     ServiceRecord = 0x0501,
     /// SA(IDU * expiry): the center authorizes a card for credit service (Figs. 13-17).
@@ -83,6 +85,8 @@ pub enum Tag {
     SealedHeader = 0x7F07,
     /// Keys delivered under Ktemp (Fig. 8): key, KO.
     KeyDelivery = 0x7F08,
+    /// The card's key area in its EEPROM (Fig. 8): Ktemp (until the delivery), KU, KO.
+    CardKeys = 0x7F09,
     /// APDU data fields (docs/apdu.md), one tag per command or response layout.
     ApduStatus = 0x7F10,
     ApduPublicKey = 0x7F11,
@@ -102,6 +106,12 @@ pub enum Tag {
     ApduSecret = 0x7F1F,
     ApduSetPassword = 0x7F20,
     ApduServiceRecord = 0x7F21,
+    /// The plaintext inside a sealed command APDU (secure messaging): P1-P2, data.
+    ApduSmCommand = 0x7F22,
+    /// The plaintext inside a sealed response APDU: status word, data.
+    ApduSmResponse = 0x7F23,
+    /// OPEN SESSION answer: IDU, the card's random.
+    ApduSession = 0x7F24,
 }
 
 impl Tag {
@@ -121,6 +131,7 @@ impl Tag {
             TickReport,
             Detain,
             MasterRollover,
+            CardIdCertificate,
             ServiceRecord,
             CreditCertificate,
             CreditAuth,
@@ -131,6 +142,7 @@ impl Tag {
             Sealed,
             SealedHeader,
             KeyDelivery,
+            CardKeys,
             UsageBatch,
             RechargeRequest,
             RechargeValue,
@@ -157,6 +169,9 @@ impl Tag {
             ApduSecret,
             ApduSetPassword,
             ApduServiceRecord,
+            ApduSmCommand,
+            ApduSmResponse,
+            ApduSession,
         ]
         .into_iter()
         .find(|t| *t as u16 == v)

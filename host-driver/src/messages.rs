@@ -310,6 +310,96 @@ impl Certificate {
     }
 }
 
+/// SA(IDU), Fig. 10: the certificate of a card without a signing key. Fields: master key
+/// index, IDU, expiry.
+#[derive(Clone, Debug)]
+pub struct IdCertificate {
+    pub master_index: u32,
+    pub id: u64,
+    pub expires: u64,
+    pub signed: Signed,
+}
+
+impl IdCertificate {
+    pub fn body(master_index: u32, id: u64, expires: u64) -> Vec<u8> {
+        Encoder::new(Tag::CardIdCertificate).u64(master_index as u64).u64(id).u64(expires).finish()
+    }
+    pub fn issue(master: &esign::PrivateKey, master_index: u32, id: u64, expires: u64) -> Result<Self> {
+        let signed = Signed::sign(master, Self::body(master_index, id, expires))?;
+        Ok(IdCertificate { master_index, id, expires, signed })
+    }
+    pub fn parse(signed: Signed) -> Result<Self, Malformed> {
+        let f = Fields::open(&signed.body, Tag::CardIdCertificate, 3, "card ID certificate")?;
+        Ok(IdCertificate { master_index: f.u32(0, "master key index")?, id: f.u64(1, "IDU")?, expires: f.u64(2, "expiry")?, signed })
+    }
+}
+
+/// What a card shows to authenticate itself: SA(nU * IDU) (a card with a signing key, Figs.
+/// 4B-9, 12-17) or SA(IDU) (a card without one, Fig. 10).
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived, one per flow
+pub enum CardIdentity {
+    Keyed(Certificate),
+    Keyless(IdCertificate),
+}
+
+impl CardIdentity {
+    /// Parses (does not verify) either kind; the body's tag says which.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, Malformed> {
+        let signed = Signed::from_bytes(b, "card certificate")?;
+        let tag = decode(&signed.body).map_err(|e| Malformed(format!("card certificate: {e}")))?.tag;
+        match tag {
+            Tag::CardCertificate => Ok(CardIdentity::Keyed(Certificate::parse(Subject::Card, signed)?)),
+            Tag::CardIdCertificate => Ok(CardIdentity::Keyless(IdCertificate::parse(signed)?)),
+            t => Err(Malformed(format!("card certificate: message tag {t:?}, expected CardCertificate or CardIdCertificate"))),
+        }
+    }
+    pub fn id(&self) -> u64 {
+        match self {
+            CardIdentity::Keyed(c) => c.id,
+            CardIdentity::Keyless(c) => c.id,
+        }
+    }
+    pub fn master_index(&self) -> u32 {
+        match self {
+            CardIdentity::Keyed(c) => c.master_index,
+            CardIdentity::Keyless(c) => c.master_index,
+        }
+    }
+    pub fn expires(&self) -> u64 {
+        match self {
+            CardIdentity::Keyed(c) => c.expires,
+            CardIdentity::Keyless(c) => c.expires,
+        }
+    }
+    pub fn signed(&self) -> &Signed {
+        match self {
+            CardIdentity::Keyed(c) => &c.signed,
+            CardIdentity::Keyless(c) => &c.signed,
+        }
+    }
+    /// nU, for a card that has a signing key.
+    pub fn key(&self) -> Option<&esign::PublicKey> {
+        match self {
+            CardIdentity::Keyed(c) => Some(&c.key),
+            CardIdentity::Keyless(_) => None,
+        }
+    }
+    /// The check of SA over the certificate against `master` (refused before any arithmetic if
+    /// made under another master key index).
+    pub fn check(&self, master: &MasterPublic) -> Result<Check, Malformed> {
+        match self {
+            CardIdentity::Keyed(c) => c.check(master),
+            CardIdentity::Keyless(c) => {
+                if c.master_index != master.index {
+                    return Err(Malformed(format!("card ID certificate made under master key {}, expected {}", c.master_index, master.index)));
+                }
+                Ok(Check { what: "SA(IDU)", key: master.key.clone(), msg: c.signed.body.clone(), sig: c.signed.sig.clone() })
+            }
+        }
+    }
+}
+
 /// A master key a party still trusts after a rollover: its public key and the time after which
 /// nothing signed under it is accepted (certificates included, whatever their own expiry).
 #[derive(Clone, Debug, PartialEq, Eq)]

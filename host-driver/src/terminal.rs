@@ -21,7 +21,7 @@ use num_bigint::BigUint;
 
 use crate::accel::{AccelError, Accelerator, CheckError, KeyedVerifier, ListEntry, ListKind, Status, TroubledTerminal};
 use crate::apdu::{sw, CardLink};
-use crate::card::{CardClient, CardError};
+use crate::card::{CardClient, CardError, LinkKind, SecureLink};
 use crate::center::{Center, Enrollment, IngestReport};
 use crate::crypto::{esign, keyfile, VerifyError};
 use crate::error::{Error, Result};
@@ -54,6 +54,10 @@ pub enum PayFlow {
     Fig5,
     /// Figs. 6 and 9 (claims 2, 5): nonces R and X, the invalid-card list, usage records.
     Fig9,
+    /// Fig. 10: a card without a signing key, authenticated by SA(IDU); no nonces, the value is
+    /// vouched for by the last terminal's signatures (and its time stamp if that terminal is
+    /// on the troubled-terminal list). Chosen by the terminal whenever the card shows SA(IDU).
+    Fig10,
 }
 
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -189,6 +193,9 @@ fn start_verifier(accel: Box<dyn Accelerator>, master: &MasterPublic) -> std::re
 
 fn card_fail(step: &'static str, e: CardError) -> Fail {
     match e {
+        CardError::Status(s) if s == sw::SM_INCORRECT || s == sw::SM_REPLAY || s == sw::SM_MISSING => {
+            Fail::refused(step, format!("cipher channel: {}", CardError::Status(s)))
+        }
         CardError::Status(s) if s == sw::BLOCKED => Fail::refused(step, "the card is locked"),
         CardError::Status(s) if s == sw::SECURITY => Fail::refused(step, "the card rejected a signature (SW 6982)"),
         CardError::Status(s) if s == sw::MEMORY_FAILURE => {
@@ -328,6 +335,15 @@ impl Terminal {
     }
     pub fn lists(&self) -> Option<&ListBundle> {
         self.lists.as_ref().map(|(b, _)| b)
+    }
+    /// Service records (2M6) not yet acknowledged by the center.
+    pub fn pending_services(&self) -> Result<usize> {
+        let path = self.dir.join(SERVICE_FILE);
+        if !path.exists() {
+            return Ok(0);
+        }
+        let f: ServiceFile = read_json(&path)?;
+        Ok(f.pending.len() + f.outbox.iter().map(|b| b.records).sum::<usize>())
     }
     pub fn pending_records(&self) -> usize {
         self.usage.pending.len() + self.usage.outbox.iter().map(|b| b.records).sum::<usize>()
@@ -621,6 +637,15 @@ impl Terminal {
         Signed::sign(&self.key, tick_report_body(self.idt, self.state.t, now))
     }
 
+    /// OPEN SESSION on the T <-> U link (Fig. 8): every APDU after it is sealed under a session
+    /// key derived from KO, and every answer must open under it.
+    fn card_link<'a>(&self, card: &'a mut dyn CardLink) -> std::result::Result<SecureLink<'a>, Fail> {
+        let Some((f, _)) = self.channel()? else {
+            return Err(Fail::refused("cipher channel", "this terminal holds no KO (installed before Fig. 8); re-enroll it"));
+        };
+        SecureLink::open(card, LinkKind::Terminal, |_| Ok(f.ko)).map_err(|e| card_fail("OPEN SESSION", e))
+    }
+
     // -----------------------------------------------------------------------------------------
     // Payment (Figs. 5, 6, 9)
 
@@ -633,12 +658,15 @@ impl Terminal {
         if amount == 0 {
             return Err(Error::usage("amount 0: a payment takes at least 1 minor unit").into());
         }
-        let mut c = CardClient::new(card);
-        // Authentication notice: the card's certificate (verified below, with the rest).
-        let card_cert = c.certificate().map_err(|e| card_fail("GET CERTIFICATE", e))?;
-        let idu = card_cert.id;
+        let mut link = self.card_link(card)?;
+        let mut c = CardClient::new(&mut link);
+        // Authentication notice: the card's certificate (verified below, with the rest):
+        // SA(nU * IDU), or SA(IDU) for a card without a signing key (Fig. 10).
+        let card_cert = c.identity().map_err(|e| card_fail("GET CERTIFICATE", e))?;
+        let idu = card_cert.id();
+        let flow = if card_cert.key().is_none() { PayFlow::Fig10 } else { flow };
         // The master key the card was issued under: current, or retired and still in its grace.
-        let master = self.master_for(card_cert.master_index, Some(now)).map_err(|f| match f {
+        let master = self.master_for(card_cert.master_index(), Some(now)).map_err(|f| match f {
             Fail::Refused { reason, .. } => Fail::refused("card certificate", reason),
             e => e,
         })?;
@@ -651,26 +679,29 @@ impl Terminal {
                 Fail::refused("card certificate", format!("this terminal holds no certificate under master key {} of card {idu}", master.index))
             })?
         };
-        if card_cert.expires <= now {
-            return Err(Fail::refused("card certificate", format!("card {idu} expired at {}", card_cert.expires)));
+        if card_cert.expires() <= now {
+            return Err(Fail::refused("card certificate", format!("card {idu} expired at {}", card_cert.expires())));
         }
         if let Some(reason) = self.card_refusal(idu, now)? {
             return Err(Fail::refused("invalid-card list", format!("card {idu} is {reason}")));
         }
         let r = match flow {
-            PayFlow::Fig5 => Vec::new(),
+            PayFlow::Fig5 | PayFlow::Fig10 => Vec::new(),
             PayFlow::Fig9 => nonce()?,
         };
         let ans = c.pay_auth(&my_cert, &r).map_err(|e| card_fail("PAY AUTH", e))?;
-        let mut checks = vec![
-            cert_check,
-            Check {
+        let mut checks = vec![cert_check];
+        match card_cert.key() {
+            Some(key) => checks.push(Check {
                 what: "SU(R * X * V)",
-                key: card_cert.key.clone(),
+                key: key.clone(),
                 msg: card_value_body(idu, &r, &ans.x, ans.value),
                 sig: ans.su.clone(),
-            },
-        ];
+            }),
+            // Fig. 10: the card signs nothing; V stands on the provenance checked below.
+            None if ans.su.is_empty() && ans.x.is_empty() => {}
+            None => return Err(Fail::refused("card value", format!("card {idu} shows SA(IDU) (no signing key) but sent a signature"))),
+        }
         checks.extend(ans.provenance.checks(&master, idu, ans.value).map_err(|e| Fail::refused("provenance of V", e.0))?);
         // Figs. 10-12: a value written by a terminal on the troubled-terminal list needs its time
         // stamp checked; in the same batch.
@@ -747,7 +778,8 @@ impl Terminal {
     /// PAY AUTH, as a terminal whose software was changed would.
     pub fn pay_with_value(&mut self, card: &mut dyn CardLink, v_after: u64, now: u64) -> std::result::Result<(), Fail> {
         let _ = now;
-        let mut c = CardClient::new(card);
+        let mut link = self.card_link(card)?;
+        let mut c = CardClient::new(&mut link);
         let cert = c.certificate().map_err(|e| card_fail("GET CERTIFICATE", e))?;
         let r = nonce()?;
         let ans = c.pay_auth(&self.cert, &r).map_err(|e| card_fail("PAY AUTH", e))?;
@@ -983,7 +1015,8 @@ impl Terminal {
         now: u64,
     ) -> std::result::Result<u64, Fail> {
         check_secret(nc, "password").map_err(|e| Error::usage(e.0))?;
-        let mut c = CardClient::new(card);
+        let mut link = self.card_link(card)?;
+        let mut c = CardClient::new(&mut link);
         let s = self.credit_session(&mut c, nonces, now)?;
         if !ids.iter().take(3).any(|i| *i == s.idu) {
             return Err(Fail::refused("identification number", format!("wrong {} time(s); session ended", ids.len().min(3))));
@@ -1025,7 +1058,8 @@ impl Terminal {
         if charge == 0 || charge > i64::MAX as u64 {
             return Err(Error::usage(format!("charge {charge}: expected 1 to {}", i64::MAX)).into());
         }
-        let mut c = CardClient::new(card);
+        let mut link = self.card_link(card)?;
+        let mut c = CardClient::new(&mut link);
         let s = self.credit_session(&mut c, flow != CreditFlow::Fig14, now)?;
         if !s.password_set {
             return Err(Fail::refused("password", format!("card {} has no password registered (Fig. 13 first)", s.idu)));
@@ -1088,6 +1122,9 @@ impl Terminal {
 
     pub fn ack_service_batch(&mut self, batch_id: &[u8; 16]) -> Result<()> {
         let path = self.dir.join(SERVICE_FILE);
+        if !path.exists() {
+            return Ok(());
+        }
         let mut file: ServiceFile = read_json(&path)?;
         file.outbox.retain(|b| &b.batch_id != batch_id);
         write_json(&path, &file)

@@ -15,7 +15,7 @@ fn old_and_new_keys_work_together_until_the_old_one_expires() {
     let mut a = w.terminal("ta"); // enrolled under key 1
     let mut c_old_terminal = w.terminal("tc"); // stays behind (no sync)
     let mut old = w.card("old", 5_000); // certified under key 1
-    assert_eq!(CardClient::new(&mut old).certificate().unwrap().master_index, 1);
+    assert_eq!(CardClient::new(&mut secure(&w.center, &mut old)).certificate().unwrap().master_index, 1);
 
     let new_master = w.center.roll_master_with_key(keys()[1].clone(), NOW, 10 * DAY).unwrap();
     assert_eq!(new_master.index, 2);
@@ -38,7 +38,7 @@ fn old_and_new_keys_work_together_until_the_old_one_expires() {
     assert_eq!(a.master_index(), 2);
     let mut b = w.terminal("tb"); // enrolled under key 2, with a certificate under key 1 too
     let mut new = w.card("new", 4_000);
-    assert_eq!(CardClient::new(&mut new).certificate().unwrap().master_index, 2);
+    assert_eq!(CardClient::new(&mut secure(&w.center, &mut new)).certificate().unwrap().master_index, 2);
 
     // Every pairing works during the grace period, and old provenance keeps verifying.
     assert_eq!(a.pay(&mut old, 100, PayFlow::Fig9, NOW + DAY).unwrap().v_after, 4_900);
@@ -59,7 +59,7 @@ fn old_and_new_keys_work_together_until_the_old_one_expires() {
     w.center.issue_lists(late).unwrap();
     a.sync_with(&mut w.center, late).unwrap();
     b.sync_with(&mut w.center, late).unwrap();
-    assert!(CardClient::new(&mut old).certificate().unwrap().expires > late);
+    assert!(CardClient::new(&mut secure(&w.center, &mut old)).certificate().unwrap().expires > late);
     refused(a.pay(&mut old, 100, PayFlow::Fig9, late), "retired master key 1");
     refused(b.pay(&mut old, 100, PayFlow::Fig9, late), "retired master key 1");
     refused(Dispenser::new(IDC).load(&mut w.center, &mut old, 50, LoadFlow::Fig7, late), "retired master key 1");

@@ -143,3 +143,99 @@ fn a_center_killed_in_the_middle_of_an_ingest_loses_nothing() {
     assert_eq!((r["batches"].as_u64(), r["usage_records"].as_u64()), (Some(2), Some(3)));
     assert_eq!(r["cards"][0]["last_value"], 994);
 }
+
+#[track_caller]
+fn fails(args: &[&str], want: i32, needle: &str) -> String {
+    let o = kessai(args);
+    assert_eq!(code(&o), want, "{args:?}: {}", out(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(err.contains(needle), "{args:?} should name {needle:?}: {}", out(&o));
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    err
+}
+
+fn bytes(p: &str) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+/// Figs. 13-17 from the command line: issue a credit card, register its password, pay on
+/// credit, upload the service records, bill per card per month. Exit 1 for refusals, 2 for
+/// bad input, and nothing changes on either.
+#[test]
+fn credit_card_commands() {
+    let d = Dir::new("credit");
+    let (c, ta, u, v) = (d.p("center"), d.p("ta"), d.p("u.eeprom"), d.p("v.eeprom"));
+    ok(&["center", "init", "--dir", &c, "--bits", "1536"]);
+    ok(&["center", "enroll-terminal", "--dir", &c, "--terminal-dir", &ta]);
+    // Bad input at issue: exit 2, no card file made.
+    fails(&["center", "issue-card", "--dir", &c, "--card", &u, "--credit", "12"], 2, "--credit");
+    assert!(!std::path::Path::new(&u).exists());
+    let card = ok(&["center", "issue-card", "--dir", &c, "--card", &u, "--credit", "4711"]);
+    assert_eq!((card["credit"].as_bool(), card["value"].as_u64()), (Some(true), Some(0)));
+    let idu = card["idu"].as_u64().unwrap().to_string();
+    ok(&["center", "issue-card", "--dir", &c, "--card", &v, "--credit", "9999"]);
+
+    // No service before a password is registered.
+    let before = bytes(&u);
+    fails(&["terminal", "credit", "--dir", &ta, "--card", &u, "--amount", "100", "--password", "271828"], 1, "no password");
+    // Wrong ID number three times: refused, the card unchanged.
+    fails(&["terminal", "register-password", "--dir", &ta, "--card", &u, "--id", "1", "--id", "2", "--id", "3", "--setting-number", "4711", "--password", "271828"], 1, "identification number");
+    assert_eq!(bytes(&u), before);
+    // Bad input: a password too short, four tries, a fractional amount: exit 2, nothing changed.
+    fails(&["terminal", "register-password", "--dir", &ta, "--card", &u, "--id", &idu, "--setting-number", "4711", "--password", "12"], 2, "--password");
+    fails(&["terminal", "register-password", "--dir", &ta, "--card", &u, "--id", &idu, "--setting-number", "1", "--setting-number", "2", "--setting-number", "3", "--setting-number", "4711", "--password", "271828"], 2, "three tries");
+    fails(&["terminal", "credit", "--dir", &ta, "--card", &u, "--amount", "0", "--password", "271828"], 2, "--amount");
+    fails(&["terminal", "credit", "--dir", &ta, "--card", &d.p("missing"), "--amount", "1", "--password", "271828"], 2, "missing");
+    assert_eq!(bytes(&u), before);
+    // Register (Fig. 15), after one wrong setting number.
+    let r = ok(&["terminal", "register-password", "--dir", &ta, "--card", &u, "--id", &idu, "--setting-number", "0000", "--setting-number", "4711", "--password", "271828"]);
+    assert_eq!(r["idu"].as_u64().unwrap().to_string(), idu);
+    // Pay on credit (Fig. 17, card-signed), once after a wrong password, once by Fig. 14.
+    let p = ok(&["terminal", "credit", "--dir", &ta, "--card", &u, "--amount", "2500", "--password", "000000", "--password", "271828"]);
+    assert_eq!((p["card_signed"].as_bool(), p["charge"].as_u64()), (Some(true), Some(2500)));
+    ok(&["terminal", "credit", "--dir", &ta, "--card", &u, "--amount", "300", "--password", "271828", "--flow", "fig14"]);
+
+    // The other card: the setting number wrong three times marks it for good.
+    let idv = kessai(&["--json", "card", "show", "--card", &v]);
+    let idv = serde_json::from_slice::<serde_json::Value>(&idv.stdout).unwrap()["idu"].as_u64().unwrap().to_string();
+    fails(&["terminal", "register-password", "--dir", &ta, "--card", &v, "--id", &idv, "--setting-number", "1111", "--setting-number", "2222", "--setting-number", "3333", "--password", "271828"], 1, "marked itself");
+    assert_eq!(ok(&["card", "show", "--card", &v])["locked"], true);
+
+    // Upload 2M6 through a file, the center verifies SU(M * IDU) and bills.
+    let up = ok(&["terminal", "sync", "--dir", &ta, "--upload-services", &d.p("s1")]);
+    let id = up["upload_services"]["batch_id"].as_str().unwrap().to_string();
+    // An altered record is refused at the center (exit 1) and nothing is billed.
+    let mut bad = bytes(&d.p("s1"));
+    let at = bad.windows(8).position(|w| w == 2500u64.to_be_bytes()).unwrap();
+    bad[at + 7] ^= 1;
+    std::fs::write(d.p("s1-bad"), &bad).unwrap();
+    fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("s1-bad")], 1, "refused");
+    assert!(ok(&["center", "report", "--dir", &c])["monthly"].as_array().unwrap().is_empty());
+    let i = ok(&["center", "ingest", "--dir", &c, "--batch", &d.p("s1")]);
+    assert_eq!((i["records"].as_u64(), i["card_signed"].as_u64()), (Some(2), Some(1)));
+    ok(&["terminal", "sync", "--dir", &ta, "--acked", &id]);
+    let r = ok(&["center", "report", "--dir", &c]);
+    let m = &r["monthly"][0];
+    assert_eq!((m["idu"].as_u64().unwrap().to_string(), m["total"].as_u64(), m["services"].as_u64()), (idu.clone(), Some(2800), Some(2)));
+    // Another service goes up with `sync --center`.
+    ok(&["terminal", "credit", "--dir", &ta, "--card", &u, "--amount", "1", "--password", "271828"]);
+    let s = ok(&["terminal", "sync", "--dir", &ta, "--center", &c]);
+    assert_eq!(s["services"][0]["records"], 1);
+    assert_eq!(ok(&["center", "report", "--dir", &c])["monthly"][0]["total"], 2801);
+}
+
+/// Fig. 10 from the command line: a card without a signing key.
+#[test]
+fn keyless_card_commands() {
+    let d = Dir::new("keyless");
+    let (c, ta, u) = (d.p("center"), d.p("ta"), d.p("u.eeprom"));
+    ok(&["center", "init", "--dir", &c, "--bits", "1536"]);
+    ok(&["center", "enroll-terminal", "--dir", &c, "--terminal-dir", &ta]);
+    fails(&["center", "issue-card", "--dir", &c, "--card", &u, "--keyless", "--credit", "4711"], 2, "--credit");
+    let card = ok(&["center", "issue-card", "--dir", &c, "--card", &u, "--keyless", "--value", "1000"]);
+    assert_eq!((card["keyless"].as_bool(), card["value"].as_u64()), (Some(true), Some(1000)));
+    let p = ok(&["terminal", "pay", "--dir", &ta, "--card", &u, "--amount", "100"]);
+    assert_eq!((p["flow"].as_str(), p["v_after"].as_u64(), p["checks"].as_u64()), (Some("fig10"), Some(900), Some(2)));
+    fails(&["center", "load", "--dir", &c, "--card", &u, "--amount", "5"], 1, "no signing key");
+    assert_eq!(ok(&["center", "load", "--dir", &c, "--card", &u, "--amount", "5", "--flow", "fig4c"])["v_new"], 905);
+}

@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use kessai::accel::software::SoftwareAccelerator;
 use kessai::accel::{Accelerator, ListKind};
 use kessai::apdu::{ins, sw, CardLink, Command, LinkError, Response};
-use kessai::card::{Card, CardClient, Eeprom, ABNORMAL_VALUE_RISE};
+use kessai::card::{Card, CardClient, Eeprom, LinkKind, SecureLink, ABNORMAL_VALUE_RISE};
 use kessai::center::{Center, CenterConfig};
 use kessai::crypto::esign;
 use kessai::dispenser::{Dispenser, LoadFlow};
@@ -38,8 +38,16 @@ impl Drop for World {
     }
 }
 
+/// The accelerator of the test run: software, or the simulated board with
+/// `KESSAI_TEST_BACKEND=sim` (as tests/common does).
 fn sw_accel() -> Box<dyn Accelerator> {
-    Box::new(SoftwareAccelerator::default())
+    match std::env::var("KESSAI_TEST_BACKEND").as_deref() {
+        Ok("sim") => {
+            use kessai::accel::backend::{open, BackendSpec, SimSpec};
+            open(&BackendSpec::Sim(SimSpec { quiet: true, ..Default::default() })).expect("simulated board")
+        }
+        _ => Box::new(SoftwareAccelerator::default()),
+    }
 }
 
 impl World {
@@ -68,13 +76,20 @@ impl World {
     }
 
     fn card(&mut self, name: &str, value: u64) -> Card {
-        let mut c = Card::manufacture(&self.p(name)).unwrap();
+        let mut c = Card::manufacture(&self.p(name), &self.center.manufacturing_key().unwrap()).unwrap();
         Dispenser::new(IDC).issue_card(&mut self.center, &mut c, BITS, NOW).unwrap();
         if value > 0 {
             Dispenser::new(IDC).load(&mut self.center, &mut c, value, LoadFlow::Fig7, NOW).unwrap();
         }
         c
     }
+}
+
+/// OPEN SESSION on the terminal link under KO, as every terminal does first (Fig. 8): the
+/// test then speaks to the card as a terminal would.
+fn secure<'a>(w: &World, card: &'a mut Card) -> SecureLink<'a> {
+    let ko = w.center.common_key().unwrap();
+    SecureLink::open(card, LinkKind::Terminal, move |_| Ok(ko)).unwrap()
 }
 
 /// A terminal's certificate as its state directory holds it.
@@ -103,7 +118,8 @@ fn refused(r: Result<impl std::fmt::Debug, Fail>, needle: &str) -> String {
     }
 }
 
-/// A link that lets a test rewrite what the card answers (a man in the middle, or a fake card).
+/// A link that lets a test rewrite what the card answers: a fake card (altered chip, holding
+/// the link keys), so its lies arrive sealed and only the signature checks can catch them.
 struct Tamper<'a, F: FnMut(u8, &mut Response)> {
     card: &'a mut Card,
     f: F,
@@ -111,10 +127,9 @@ struct Tamper<'a, F: FnMut(u8, &mut Response)> {
 
 impl<F: FnMut(u8, &mut Response)> CardLink for Tamper<'_, F> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, LinkError> {
-        let ins = Command::decode(command).map(|c| c.ins).unwrap_or(0);
-        let mut r = Response::decode(&self.card.process(command))?;
-        (self.f)(ins, &mut r);
-        Ok(r.encode())
+        // The card's chip itself lies: the rewrite happens before the answer is sealed.
+        let f = &mut self.f;
+        Ok(self.card.process_with(command, &mut |i, r| f(i, r)))
     }
 }
 
@@ -179,7 +194,7 @@ fn forged_or_swapped_certificates_and_signatures_are_refused() {
     let mut t = Tamper { card: &mut card, f: |i, r: &mut Response| if i == ins::GET_CERTIFICATE { r.data = rewrite(&r.data, 1, |s| flip_last(s)) } };
     refused(b.pay(&mut t, 1, PayFlow::Fig9, NOW), "SA(nU * IDU)");
     // SA swapped: another card's certificate in front of this card's SU.
-    let other_cert = CardClient::new(&mut other).certificate().unwrap().signed.to_bytes();
+    let other_cert = CardClient::new(&mut secure(&w, &mut other)).certificate().unwrap().signed.to_bytes();
     let mut t = Tamper { card: &mut card, f: move |i, r: &mut Response| if i == ins::GET_CERTIFICATE { r.data = other_cert.clone() } };
     refused(b.pay(&mut t, 1, PayFlow::Fig9, NOW), "SU(R * X * V)");
     // SU forged.
@@ -215,10 +230,11 @@ fn forged_or_swapped_certificates_and_signatures_are_refused() {
         s
     });
     let forged = Certificate::parse(Subject::Terminal, forged.unwrap()).unwrap();
-    let err = CardClient::new(&mut card).pay_auth(&forged, &[1; 16]).unwrap_err();
+    let err = CardClient::new(&mut secure(&w, &mut card)).pay_auth(&forged, &[1; 16]).unwrap_err();
     assert_eq!(err.sw(), Some(sw::SECURITY));
     let genuine = Certificate::from_bytes(Subject::Terminal, &a_cert).unwrap();
-    let mut cl = CardClient::new(&mut card);
+    let mut link = secure(&w, &mut card);
+    let mut cl = CardClient::new(&mut link);
     cl.pay_auth(&genuine, &[1; 16]).unwrap();
     // ST made by terminal b's key under terminal a's certificate: swapped ST.
     let st = keys()[2].sign(HASH, b"anything").unwrap();
@@ -242,7 +258,8 @@ fn replayed_messages_from_an_earlier_session_are_refused() {
     let replay = old_auth.clone();
     let mut t = Tamper { card: &mut card, f: move |i, r: &mut Response| if i == ins::PAY_AUTH { *r = replay.clone() } };
     refused(a.pay(&mut t, 100, PayFlow::Fig9, NOW), "SU(R * X * V)");
-    // Card side: an old ST(R * X * V' * IDU) replayed into a new session is refused: X differs.
+    // Card side, cipher channel: the terminal's sealed commit of an earlier session replayed
+    // into a new one does not authenticate under the new session key (6988).
     let st_old = {
         // Capture the terminal's commit by making a real session and taking its ST.
         let mut cmds: Vec<Vec<u8>> = Vec::new();
@@ -261,13 +278,28 @@ fn replayed_messages_from_an_earlier_session_are_refused() {
     };
     assert_eq!(value(&mut card), 850);
     let a_cert = terminal_cert(&w, "ta");
-    CardClient::new(&mut card).pay_auth(&a_cert, &[9; 16]).unwrap();
+    CardClient::new(&mut secure(&w, &mut card)).pay_auth(&a_cert, &[9; 16]).unwrap();
     let r = Response::decode(&card.process(&st_old)).unwrap();
-    assert_eq!(r.sw, sw::SECURITY, "replayed commit");
+    assert_eq!(r.sw, sw::SM_INCORRECT, "replayed sealed commit");
     assert_eq!(value(&mut card), 850);
-    // And a commit without a session is refused outright.
+    // After a power-up there is no session at all: refused as well.
+    let mut card = Card::open(card.path()).unwrap();
     let r = Response::decode(&card.process(&st_old)).unwrap();
-    assert_eq!(r.sw, sw::CONDITIONS);
+    assert_eq!(r.sw, sw::SM_INCORRECT);
+    // Signature level (a party holding KO re-seals an old ST in a new session): ST(R * X * V'
+    // * IDU) of an earlier session is refused, X differs.
+    let idu = idu(&mut card);
+    let mut link = secure(&w, &mut card);
+    let mut cl = CardClient::new(&mut link);
+    let ans = cl.pay_auth(&a_cert, &[9; 16]).unwrap();
+    let st = keys()[1].sign(HASH, &terminal_value_body(a_cert.id, idu, &[9; 16], &ans.x, ans.value - 50)).unwrap();
+    cl.pay_commit(ans.value - 50, &st).unwrap();
+    cl.pay_auth(&a_cert, &[9; 16]).unwrap();
+    assert_eq!(cl.pay_commit(ans.value - 50, &st).unwrap_err().sw(), Some(sw::SECURITY), "replayed ST");
+    assert_eq!(value(&mut card), 800);
+    // And a commit without a flow session is refused outright.
+    let mut link = secure(&w, &mut card);
+    assert_eq!(CardClient::new(&mut link).pay_commit(700, &st).unwrap_err().sw(), Some(sw::CONDITIONS));
 }
 
 #[test]
@@ -291,11 +323,12 @@ fn signatures_spliced_from_another_flow_are_refused() {
     refused(a.pay(&mut t, 1, PayFlow::Fig9, NOW), "SA(V * IDU)");
     // The card's own SU(R * X * V) offered back to it as the terminal's ST: refused.
     let a_cert = terminal_cert(&w, "ta");
-    let mut cl = CardClient::new(&mut card);
+    let mut link = secure(&w, &mut card);
+    let mut cl = CardClient::new(&mut link);
     let ans = cl.pay_auth(&a_cert, &[3; 16]).unwrap();
     assert_eq!(cl.pay_commit(ans.value, &ans.su).unwrap_err().sw(), Some(sw::SECURITY));
     // A signature over a certificate body is not a signature over a value with the same fields.
-    let cert = CardClient::new(&mut card).certificate().unwrap();
+    let cert = CardClient::new(&mut secure(&w, &mut card)).certificate().unwrap();
     let load = load_value_body(1, cert.id, IDC, 0, 1_000);
     assert!(w.center.master_public().key.verify(HASH, &load, &cert.signed.sig).is_err());
     assert_eq!(value(&mut card), 1_000);
@@ -328,7 +361,7 @@ fn a_value_signed_for_another_card_is_refused() {
     // A LOAD signed for the other card's IDU, sent to this card.
     let seq = CardClient::new(&mut card).status().unwrap().seq;
     let sa = keys()[0].sign(HASH, &load_value_body(1, other_idu, IDC, seq, 5_000)).unwrap();
-    assert_eq!(CardClient::new(&mut card).load(IDC, seq, 5_000, &sa).unwrap_err().sw(), Some(sw::SECURITY));
+    assert_eq!(CardClient::new(&mut secure(&w, &mut card)).load(IDC, seq, 5_000, &sa).unwrap_err().sw(), Some(sw::SECURITY));
     // The other card's provenance (SA(5000 * IDU')) shown by this card to a terminal.
     let mut spy_prov = Vec::new();
     {
@@ -539,24 +572,27 @@ fn cards_torn_at_every_byte_of_every_write_hold_old_or_new() {
     let mut card = w.card("u1", 1_000);
     t.pay(&mut card, 10, PayFlow::Fig9, NOW).unwrap();
     let master = w.center.master_public();
-    let cert = CardClient::new(&mut card).certificate().unwrap();
+    let cert = CardClient::new(&mut secure(&w, &mut card)).certificate().unwrap();
     let t_cert = terminal_cert(&w, "ta");
     let t_key = keys()[1].clone();
 
-    // Fig. 5/6/9 PAY COMMIT: the card is in a session; the commit is replayed on forks.
+    // Fig. 5/6/9 PAY COMMIT: the card is in a session; the commit is replayed on forks, each
+    // with a copy of the host's end of the secure session.
     let r = [5u8; 16];
-    let ans = CardClient::new(&mut card).pay_auth(&t_cert, &r).unwrap();
+    let mut link = secure(&w, &mut card);
+    let ans = CardClient::new(&mut link).pay_auth(&t_cert, &r).unwrap();
+    let sess = link.session.clone();
     let st = t_key.sign(HASH, &terminal_value_body(t_cert.id, cert.id, &r, &ans.x, ans.value - 7)).unwrap();
-    let (v_new, st2) = (ans.value - 7, st.clone());
+    let (v_new, st2, s2) = (ans.value - 7, st.clone(), sess.clone());
     tear_every_byte(&mut w, &mut t, &card, "pay", usage_bytes, move |c| {
-        CardClient::new(c).pay_commit(v_new, &st2).err().and_then(|e| e.sw()).unwrap_or(sw::OK)
+        CardClient::new(&mut SecureLink::resume(c, s2.clone())).pay_commit(v_new, &st2).err().and_then(|e| e.sw()).unwrap_or(sw::OK)
     }, true, true);
 
     // The lock written when a terminal raises the value.
     let st_up = t_key.sign(HASH, &terminal_value_body(t_cert.id, cert.id, &r, &ans.x, ans.value + 1)).unwrap();
     let v_up = ans.value + 1;
     tear_every_byte(&mut w, &mut t, &card, "lock", usage_bytes, move |c| {
-        match CardClient::new(c).pay_commit(v_up, &st_up).err().and_then(|e| e.sw()) {
+        match CardClient::new(&mut SecureLink::resume(c, sess.clone())).pay_commit(v_up, &st_up).err().and_then(|e| e.sw()) {
             Some(sw::BLOCKED) => sw::OK,
             Some(s) => s,
             None => 0x0000,
@@ -568,20 +604,25 @@ fn cards_torn_at_every_byte_of_every_write_hold_old_or_new() {
     let st = CardClient::new(&mut card).status().unwrap();
     let sa = keys()[0].sign(HASH, &load_value_body(master.index, cert.id, IDC, st.seq, st.value + 50)).unwrap();
     let (seq, v) = (st.seq, st.value + 50);
+    let ku = w.center.card_link_key(cert.id).unwrap();
+    let sess = SecureLink::open(&mut card, LinkKind::Dispenser, move |_| Ok(ku)).unwrap().session;
+    let s2 = sess.clone();
     tear_every_byte(&mut w, &mut t, &card, "load", usage_bytes, move |c| {
-        CardClient::new(c).load(IDC, seq, v, &sa).err().and_then(|e| e.sw()).unwrap_or(sw::OK)
+        CardClient::new(&mut SecureLink::resume(c, s2.clone())).load(IDC, seq, v, &sa).err().and_then(|e| e.sw()).unwrap_or(sw::OK)
     }, true, true);
 
     // Fig. 7 RECHARGE COMMIT.
     let y = [8u8; 16];
-    let offer = CardClient::new(&mut card).recharge_init(IDC, &y, st.value + 70).unwrap();
+    let mut link = SecureLink::resume(&mut card, sess);
+    let offer = CardClient::new(&mut link).recharge_init(IDC, &y, st.value + 70).unwrap();
+    let sess = link.session.clone();
     let sa = keys()[0].sign(HASH, &recharge_value_body(master.index, cert.id, IDC, &y, &offer.x, st.value + 70)).unwrap();
     tear_every_byte(&mut w, &mut t, &card, "recharge", usage_bytes, move |c| {
-        CardClient::new(c).recharge_commit(&sa).err().and_then(|e| e.sw()).unwrap_or(sw::OK)
+        CardClient::new(&mut SecureLink::resume(c, sess.clone())).recharge_commit(&sa).err().and_then(|e| e.sw()).unwrap_or(sw::OK)
     }, true, true);
 
     // Fig. 4B: GENERATE KEY and PERSONALIZE write 6M1.
-    let blank = Card::manufacture(&w.p("blank")).unwrap();
+    let blank = Card::manufacture(&w.p("blank"), &w.center.manufacturing_key().unwrap()).unwrap();
     let personal = |c: &Card| -> Option<Vec<u8>> {
         Eeprom::open(c.path()).unwrap().read(kessai::card::Area::Personal).unwrap()
     };
@@ -609,8 +650,13 @@ fn malformed_apdus_change_nothing() {
         (ins::READ_VALUE, Encoder::new(Tag::ApduChallenge).bytes(&[0; 15]).finish()),
         (ins::PERSONALIZE, vec![0; 300]),
     ] {
-        let r = Response::decode(&card.process(&Command::new(ins, 0, 0, data, None).encode())).unwrap();
-        assert_ne!(r.sw, sw::OK, "INS {ins:02X}");
+        let cmd = Command::new(ins, 0, 0, data, None).encode();
+        // In clear: the card holds its link keys and takes sealed commands only.
+        let r = Response::decode(&card.process(&cmd)).unwrap();
+        assert_eq!(r.sw, sw::SM_MISSING, "INS {ins:02X} in clear");
+        // Sealed in a genuine session: the data field itself is refused.
+        let r = Response::decode(&secure(&w, &mut card).transmit(&cmd).unwrap()).unwrap();
+        assert!(r.sw == sw::WRONG_DATA || r.sw == sw::CONDITIONS, "INS {ins:02X}: SW {:04X}", r.sw);
     }
     assert_eq!(std::fs::read(card.path()).unwrap(), before);
     assert_eq!(value(&mut card), 1_000);

@@ -169,7 +169,8 @@ fn detain_needs_the_terminals_signature() {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(w.p("t").join("terminal.json")).unwrap()).unwrap();
         Certificate::from_bytes(Subject::Terminal, &hex::decode(v["certificate"].as_str().unwrap()).unwrap()).unwrap()
     };
-    let mut c = CardClient::new(&mut card);
+    let mut link = secure(&w.center, &mut card);
+    let mut c = CardClient::new(&mut link);
     c.pay_auth(&cert, &nonce().unwrap()).unwrap();
     assert_eq!(c.detain(9, 9, &[1; 192]).unwrap_err().sw(), Some(sw::SECURITY));
     // Without a session: conditions not satisfied.

@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 
 use kessai::accel::backend::{open, BackendSpec, SimSpec};
 use kessai::accel::Accelerator;
-use kessai::apdu::{CardLink, Command, LinkError, Response};
-use kessai::card::{Card, CardClient};
+use kessai::apdu::{CardLink, LinkError, Response};
+use kessai::card::{Card, CardClient, LinkKind, SecureLink};
 use kessai::center::{Center, CenterConfig};
 use kessai::crypto::esign;
 use kessai::dispenser::{Dispenser, LoadFlow};
@@ -34,7 +34,11 @@ pub fn accel() -> Box<dyn Accelerator> {
         Ok("sim") => BackendSpec::Sim(SimSpec { quiet: true, ..Default::default() }),
         _ => BackendSpec::Software,
     };
-    open(&spec).expect("accelerator backend")
+    let a = open(&spec).expect("accelerator backend");
+    if matches!(spec, BackendSpec::Sim(_)) {
+        assert!(a.name().contains("sim"), "KESSAI_TEST_BACKEND=sim but the backend is {}", a.name());
+    }
+    a
 }
 
 pub struct World {
@@ -77,10 +81,42 @@ impl World {
     }
 
     pub fn card(&mut self, name: &str, value: u64) -> Card {
-        let mut c = Card::manufacture(&self.p(name)).unwrap();
+        let mut c = Card::manufacture(&self.p(name), &self.center.manufacturing_key().unwrap()).unwrap();
         Dispenser::new(IDC).issue_card(&mut self.center, &mut c, BITS, NOW).unwrap();
         if value > 0 {
             Dispenser::new(IDC).load(&mut self.center, &mut c, value, LoadFlow::Fig7, NOW).unwrap();
+        }
+        c
+    }
+}
+
+/// OPEN SESSION on the terminal link under KO (Fig. 8), as every terminal does first.
+pub fn secure<'a>(center: &Center, card: &'a mut Card) -> SecureLink<'a> {
+    let ko = center.common_key().unwrap();
+    SecureLink::open(card, LinkKind::Terminal, move |_| Ok(ko)).unwrap()
+}
+
+/// OPEN SESSION on the dispenser link under KU, as the dispenser does.
+pub fn secure_dispenser<'a>(center: &Center, card: &'a mut Card) -> SecureLink<'a> {
+    let idu = CardClient::new(card).status().unwrap().idu.unwrap();
+    let ku = center.card_link_key(idu).unwrap();
+    SecureLink::open(card, LinkKind::Dispenser, move |_| Ok(ku)).unwrap()
+}
+
+impl World {
+    /// A credit card (Figs. 13-17) with setting number `ns`, credit valid for a year.
+    pub fn card_credit(&mut self, name: &str, ns: &[u8]) -> Card {
+        let mut c = self.card(name, 0);
+        Dispenser::new(IDC).setup_credit(&mut self.center, &mut c, ns, NOW + 365 * DAY, NOW).unwrap();
+        c
+    }
+
+    /// A card without a signing key (Fig. 10), loaded by Fig. 4C.
+    pub fn card_keyless(&mut self, name: &str, value: u64) -> Card {
+        let mut c = Card::manufacture(&self.p(name), &self.center.manufacturing_key().unwrap()).unwrap();
+        Dispenser::new(IDC).issue_keyless_card(&mut self.center, &mut c, NOW).unwrap();
+        if value > 0 {
+            Dispenser::new(IDC).load(&mut self.center, &mut c, value, LoadFlow::Fig4c, NOW).unwrap();
         }
         c
     }
@@ -106,7 +142,8 @@ pub fn refused(r: Result<impl std::fmt::Debug, Fail>, needle: &str) -> String {
     }
 }
 
-/// A link that lets a test rewrite what the card answers (a man in the middle, or a fake card).
+/// A link that lets a test rewrite what the card answers: a fake card (altered chip, holding
+/// the link keys), so its lies arrive sealed and only the signature checks can catch them.
 pub struct Tamper<'a, F: FnMut(u8, &mut Response)> {
     pub card: &'a mut Card,
     pub f: F,
@@ -114,10 +151,9 @@ pub struct Tamper<'a, F: FnMut(u8, &mut Response)> {
 
 impl<F: FnMut(u8, &mut Response)> CardLink for Tamper<'_, F> {
     fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, LinkError> {
-        let ins = Command::decode(command).map(|c| c.ins).unwrap_or(0);
-        let mut r = Response::decode(&self.card.process(command))?;
-        (self.f)(ins, &mut r);
-        Ok(r.encode())
+        // The card's chip itself lies: the rewrite happens before the answer is sealed.
+        let f = &mut self.f;
+        Ok(self.card.process_with(command, &mut |i, r| f(i, r)))
     }
 }
 
