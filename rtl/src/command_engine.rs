@@ -57,6 +57,7 @@ use crate::key_store::KeyStore;
 use crate::list_memory::ListMemory as Lists;
 #[cfg(feature = "spram-lists")]
 use crate::list_memory_spram::ListMemorySpram as Lists;
+use crate::stats_file::StatsFile;
 use crate::verify_unit::VerifyUnit;
 use rust_hdl::prelude::*;
 
@@ -114,6 +115,7 @@ pub enum EngState {
     RWait,
     RStatus,
     RLoad,
+    RStat,
     REmit,
     RDone,
 }
@@ -147,10 +149,9 @@ pub struct CommandEngine<
     pub rw_addr: Signal<Out, Bits<6>>,
     pub rw_data: Signal<Out, Bits<8>>,
     pub rw_en: Signal<Out, Bit>,
-    pub st_ok: Signal<In, Bits<32>>,
-    pub st_crc: Signal<In, Bits<32>>,
-    pub st_err: Signal<In, Bits<32>>,
-    pub st_busy: Signal<In, Bits<32>>,
+    /// The transmitter's reply events (bit 0 OK, 1 BAD_CRC, 2 other error, 3 BUSY), one cycle
+    /// each: STATS fields 0…3.
+    pub st_ev: Signal<In, Bits<4>>,
     pub busy: Signal<Out, Bit>,
     // the engines
     ks: KeyStore<KAW, SLOTS>,
@@ -200,14 +201,9 @@ pub struct CommandEngine<
     // cycle counts, verdict, statistics
     cyc: DFF<Bits<32>>,
     verdict_q: DFF<Bits<8>>,
-    n_ver: DFF<Bits<32>>,
-    n_valid: DFF<Bits<32>>,
-    n_invalid: DFF<Bits<32>>,
-    n_error: DFF<Bits<32>>,
-    last_vc: DFF<Bits<32>>,
-    total_vc: DFF<Bits<32>>,
-    n_lookup: DFF<Bits<32>>,
-    last_lc: DFF<Bits<32>>,
+    stats: StatsFile,
+    ev: Signal<Local, Bits<12>>,
+    st_rd: Signal<Local, Bit>,
     // reply
     rep_v: DFF<Bit>,
     rep_l: DFF<Bits<16>>,
@@ -303,10 +299,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             rw_addr: Default::default(),
             rw_data: Default::default(),
             rw_en: Default::default(),
-            st_ok: Default::default(),
-            st_crc: Default::default(),
-            st_err: Default::default(),
-            st_busy: Default::default(),
+            st_ev: Default::default(),
             busy: Default::default(),
             ks: Default::default(),
             vu: Default::default(),
@@ -349,14 +342,9 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             t_q: Default::default(),
             cyc: Default::default(),
             verdict_q: Default::default(),
-            n_ver: Default::default(),
-            n_valid: Default::default(),
-            n_invalid: Default::default(),
-            n_error: Default::default(),
-            last_vc: Default::default(),
-            total_vc: Default::default(),
-            n_lookup: Default::default(),
-            last_lc: Default::default(),
+            stats: Default::default(),
+            ev: Default::default(),
+            st_rd: Default::default(),
             rep_v: Default::default(),
             rep_l: Default::default(),
             fj: Default::default(),
@@ -425,7 +413,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         dff_setup!(
             self, clock, state, cmd, seq, len, hdr, ptr, held, status, j, ctot, cw, av, aj, wi, f2, hi,
             ki, kv, ka, kpass, vu_slot, vu_ok, rem, eb, app_pend, ts0_q, t_q, cyc,
-            verdict_q, n_ver, n_valid, n_invalid, n_error, last_vc, total_vc, n_lookup, last_lc,
+            verdict_q,
             rep_v, rep_l, fj, fb, sh, wa
         );
 
@@ -482,6 +470,8 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.rd_idx.next = self.ptr.q.val();
         self.rel.next = false;
         self.rw_en_l.next = false;
+        self.ev.next = 0.into();
+        self.st_rd.next = false;
         self.ks_rd_slot.next = self.b0.val();
         if self.cmd.q.val() == 0x03 {
             self.ks_rd_slot.next = 0.into();
@@ -547,7 +537,8 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.fv.next = bit_cast::<32, 8>(self.verdict_q.q.val()) << 24;
                 self.fnb.next = 1.into();
             } else {
-                self.fv.next = self.last_vc.q.val();
+                // cyc holds the run's count until the next run starts
+                self.fv.next = self.cyc.q.val();
             }
         } else if self.cmd.q.val() == 0x06 {
             self.nf.next = 1.into();
@@ -571,7 +562,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             } else if self.fj.q.val() == 4 {
                 self.fv.next = self.lm.version.val();
             } else {
-                self.fv.next = self.last_lc.q.val();
+                self.fv.next = self.cyc.q.val();
             }
         } else if self.cmd.q.val() == 0x09 {
             self.nf.next = 4.into();
@@ -588,43 +579,8 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.fnb.next = 1.into();
             }
         } else if self.cmd.q.val() == 0x0A {
-            // a mux tree on fj's bits (fj = 0 … 11), not a compare chain
+            // the twelve counters come from the stats file (RLoad → RStat), not through fv
             self.nf.next = 12.into();
-            if self.fj.q.val().get_bit(3) {
-                if self.fj.q.val().get_bit(1) {
-                    if self.fj.q.val().get_bit(0) {
-                        self.fv.next = self.last_lc.q.val();
-                    } else {
-                        self.fv.next = self.n_lookup.q.val();
-                    }
-                } else if self.fj.q.val().get_bit(0) {
-                    self.fv.next = self.total_vc.q.val();
-                } else {
-                    self.fv.next = self.last_vc.q.val();
-                }
-            } else if self.fj.q.val().get_bit(2) {
-                if self.fj.q.val().get_bit(1) {
-                    if self.fj.q.val().get_bit(0) {
-                        self.fv.next = self.n_error.q.val();
-                    } else {
-                        self.fv.next = self.n_invalid.q.val();
-                    }
-                } else if self.fj.q.val().get_bit(0) {
-                    self.fv.next = self.n_valid.q.val();
-                } else {
-                    self.fv.next = self.n_ver.q.val();
-                }
-            } else if self.fj.q.val().get_bit(1) {
-                if self.fj.q.val().get_bit(0) {
-                    self.fv.next = self.st_busy.val();
-                } else {
-                    self.fv.next = self.st_err.val();
-                }
-            } else if self.fj.q.val().get_bit(0) {
-                self.fv.next = self.st_crc.val();
-            } else {
-                self.fv.next = self.st_ok.val();
-            }
         }
 
         // ------------------------------------------------------------ sequencer
@@ -866,15 +822,13 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 }
                 if self.vu.done.val() {
                     self.verdict_q.d.next = bit_cast::<8, 2>(self.vu.verdict.val());
-                    self.last_vc.d.next = self.cyc.q.val();
-                    self.total_vc.d.next = self.total_vc.q.val() + self.cyc.q.val();
-                    self.n_ver.d.next = self.n_ver.q.val() + 1;
+                    // verifies, by verdict, last and total cycles (fields 4…9)
                     if self.vu.verdict.val() == 1 {
-                        self.n_valid.d.next = self.n_valid.q.val() + 1;
+                        self.ev.next = 0x330.into();
                     } else if self.vu.verdict.val() == 2 {
-                        self.n_invalid.d.next = self.n_invalid.q.val() + 1;
+                        self.ev.next = 0x350.into();
                     } else {
-                        self.n_error.d.next = self.n_error.q.val() + 1;
+                        self.ev.next = 0x390.into();
                     }
                     self.state.d.next = EngState::RWait;
                 }
@@ -946,8 +900,8 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     self.cyc.d.next = self.cyc.q.val() + 1;
                 }
                 if self.lm.done.val() {
-                    self.last_lc.d.next = self.cyc.q.val();
-                    self.n_lookup.d.next = self.n_lookup.q.val() + 1;
+                    // lookups, last lookup cycles (fields 10, 11)
+                    self.ev.next = 0xC00.into();
                     self.state.d.next = EngState::RWait;
                 }
             }
@@ -975,6 +929,17 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.sh.d.next = self.fv.val();
                 self.fb.d.next = self.fnb.val();
                 self.state.d.next = EngState::REmit;
+                if self.cmd.q.val() == 0x0A {
+                    self.st_rd.next = true;
+                    self.state.d.next = EngState::RStat;
+                }
+            }
+            EngState::RStat => {
+                if self.stats.rd_valid.val() {
+                    self.sh.d.next = self.stats.rd_value.val();
+                    self.fb.d.next = 4.into();
+                    self.state.d.next = EngState::REmit;
+                }
             }
             EngState::REmit => {
                 self.rw_en_l.next = true;
@@ -1009,14 +974,6 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             self.held.d.next = false;
             self.rep_v.d.next = false;
             self.vu_ok.d.next = false;
-            self.n_ver.d.next = 0.into();
-            self.n_valid.d.next = 0.into();
-            self.n_invalid.d.next = 0.into();
-            self.n_error.d.next = 0.into();
-            self.last_vc.d.next = 0.into();
-            self.total_vc.d.next = 0.into();
-            self.n_lookup.d.next = 0.into();
-            self.last_lc.d.next = 0.into();
         }
 
         // ------------------------------------------------------------ children, once each
@@ -1029,6 +986,13 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             self.rw_data.next = self.status.q.val();
         }
         self.rw_en.next = self.rw_en_l.val();
+
+        self.stats.clock.next = self.clock.val();
+        self.stats.reset.next = self.reset.val();
+        self.stats.ev.next = self.ev.val() | bit_cast::<12, 4>(self.st_ev.val());
+        self.stats.val.next = self.cyc.q.val();
+        self.stats.rd_req.next = self.st_rd.val();
+        self.stats.rd_field.next = self.fj.q.val().get_bits::<4>(0);
 
         self.ks.wr_slot.next = self.b0.val();
         self.ks.wr_index.next = self.ks_wr_index.val();

@@ -20,10 +20,10 @@
 //!
 //! # Counters and LED
 //!
-//! On every reply taken: `cnt_ok` (STATUS 0), `cnt_crc` (BAD_CRC), `cnt_busy` (BUSY) or
-//! `cnt_err` (every other status) counts up (32 bits, wrapping), and `led_error` is set by a
-//! non-OK status and cleared by an OK one. `reset` clears them and drops a reply being sent
-//! (the UART finishes its current byte).
+//! On every reply taken, `ev` has one bit high for one cycle (the cycle after): bit 0 STATUS 0,
+//! bit 1 BAD_CRC, bit 2 every other status, bit 3 BUSY; the engine's stats file counts them
+//! (STATS fields 0…3). `led_error` is set by a non-OK status and cleared by an OK one. `reset`
+//! clears it and drops a reply being sent (the UART finishes its current byte).
 
 use crate::crc16::Crc16;
 use rust_hdl::prelude::*;
@@ -57,10 +57,7 @@ pub struct FrameTx {
     pub out_data: Signal<Out, Bits<8>>,
     pub out_load: Signal<Out, Bit>,
     pub out_ready: Signal<In, Bit>,
-    pub cnt_ok: Signal<Out, Bits<32>>,
-    pub cnt_crc: Signal<Out, Bits<32>>,
-    pub cnt_err: Signal<Out, Bits<32>>,
-    pub cnt_busy: Signal<Out, Bits<32>>,
+    pub ev: Signal<Out, Bits<4>>,
     pub led_error: Signal<Out, Bit>,
     pub sending: Signal<Out, Bit>,
     ram: RAM<Bits<8>, 6>,
@@ -72,10 +69,7 @@ pub struct FrameTx {
     len: DFF<Bits<8>>,
     status: DFF<Bits<8>>,
     k: DFF<Bits<8>>,
-    n_ok: DFF<Bits<32>>,
-    n_crc: DFF<Bits<32>>,
-    n_err: DFF<Bits<32>>,
-    n_busy: DFF<Bits<32>>,
+    ev_q: DFF<Bits<4>>,
     led: DFF<Bit>,
     // combinational
     take_err: Signal<Local, Bit>,
@@ -113,10 +107,7 @@ impl Default for FrameTx {
             out_data: Default::default(),
             out_load: Default::default(),
             out_ready: Default::default(),
-            cnt_ok: Default::default(),
-            cnt_crc: Default::default(),
-            cnt_err: Default::default(),
-            cnt_busy: Default::default(),
+            ev: Default::default(),
             led_error: Default::default(),
             sending: Default::default(),
             ram: Default::default(),
@@ -128,10 +119,7 @@ impl Default for FrameTx {
             len: Default::default(),
             status: Default::default(),
             k: Default::default(),
-            n_ok: Default::default(),
-            n_crc: Default::default(),
-            n_err: Default::default(),
-            n_busy: Default::default(),
+            ev_q: Default::default(),
             led: Default::default(),
             take_err: Default::default(),
             take_rep: Default::default(),
@@ -159,13 +147,11 @@ impl Logic for FrameTx {
         self.ram.write_clock.next = self.clock.val();
         self.crc.clock.next = self.clock.val();
         dff_setup!(
-            self, clock, state, src_eng, cmd, seq, len, status, k, n_ok, n_crc, n_err, n_busy,
+            self, clock, state, src_eng, cmd, seq, len, status, k, ev_q,
             led
         );
-        self.cnt_ok.next = self.n_ok.q.val();
-        self.cnt_crc.next = self.n_crc.q.val();
-        self.cnt_err.next = self.n_err.q.val();
-        self.cnt_busy.next = self.n_busy.q.val();
+        self.ev.next = self.ev_q.q.val();
+        self.ev_q.d.next = 0.into();
         self.led_error.next = self.led.q.val();
         self.rep_busy.next = (self.state.q.val() != TxState::Idle) && self.src_eng.q.val();
         self.sending.next = self.state.q.val() != TxState::Idle;
@@ -197,17 +183,15 @@ impl Logic for FrameTx {
                 self.seq.d.next = self.rep_seq.val();
                 self.len.d.next = self.rep_len.val().get_bits::<8>(0);
             }
-            // a counter per status, each with its own incrementer: on iCE40 an incrementer bit
-            // shares the logic cell of its flip-flop, a shared one would not
             self.led.d.next = self.new_status.val() != 0;
             if self.new_status.val() == 0 {
-                self.n_ok.d.next = self.n_ok.q.val() + 1;
+                self.ev_q.d.next = 1.into();
             } else if self.new_status.val() == 0x01 {
-                self.n_crc.d.next = self.n_crc.q.val() + 1;
+                self.ev_q.d.next = 2.into();
             } else if self.new_status.val() == 0x0B {
-                self.n_busy.d.next = self.n_busy.q.val() + 1;
+                self.ev_q.d.next = 8.into();
             } else {
-                self.n_err.d.next = self.n_err.q.val() + 1;
+                self.ev_q.d.next = 4.into();
             }
         }
 
@@ -263,10 +247,7 @@ impl Logic for FrameTx {
         }
         if self.reset.val() {
             self.state.d.next = TxState::Idle;
-            self.n_ok.d.next = 0.into();
-            self.n_crc.d.next = 0.into();
-            self.n_err.d.next = 0.into();
-            self.n_busy.d.next = 0.into();
+            self.ev_q.d.next = 0.into();
             self.led.d.next = false;
         }
 
@@ -381,6 +362,7 @@ mod tests {
             x.wr_en.next = false;
             let mut offer_first = Some(first);
             let mut prev_sending = false;
+            let mut tally = [0u64; 4];
             while !h.finished() && cyc < 200_000 {
                 cyc += 1;
                 h.tick(true);
@@ -428,6 +410,11 @@ mod tests {
                 }
                 x.out_ready.next = hold == 0;
                 wait_clock_cycle!(sim, clock, x);
+                // one strobe per reply taken, the cycle after
+                let ev = x.ev.val().to_u64();
+                for (b, t) in tally.iter_mut().enumerate() {
+                    *t += ev >> b & 1;
+                }
                 // a reply was taken on this edge when `sending` rises (there is always an idle
                 // cycle between replies); `rep_busy` tells which source
                 let sending = x.sending.val();
@@ -456,12 +443,14 @@ mod tests {
                     h.receive(b, None);
                 }
             }
-            *tb_counters.lock().unwrap() = [
-                x.cnt_ok.val().to_u64(),
-                x.cnt_crc.val().to_u64(),
-                x.cnt_err.val().to_u64(),
-                x.cnt_busy.val().to_u64(),
-            ];
+            for _ in 0..2 {
+                wait_clock_cycle!(sim, clock, x);
+                let ev = x.ev.val().to_u64();
+                for (b, t) in tally.iter_mut().enumerate() {
+                    *t += ev >> b & 1;
+                }
+            }
+            *tb_counters.lock().unwrap() = tally;
             drop(h);
             sim.done(x)
         });

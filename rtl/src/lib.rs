@@ -31,6 +31,7 @@ pub mod model;
 pub mod modexp;
 pub mod montmul;
 pub mod spram;
+pub mod stats_file;
 pub mod top;
 pub mod uart_rx;
 pub mod uart_tx;

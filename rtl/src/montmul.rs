@@ -270,6 +270,7 @@ pub struct MontMul<const AW: usize, const L: usize> {
     wa_gm1: Signal<Local, Bits<16>>,
     wa_last: Signal<Local, Bits<16>>,
     y: Signal<Local, Bits<32>>,
+    bcast: Signal<Local, Bits<16>>,
     y_lo: Signal<Local, Bits<16>>,
     y_hi: Signal<Local, Bits<16>>,
     ts_new: Signal<Local, Bits<16>>,
@@ -372,6 +373,7 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             wa_gm1: Default::default(),
             wa_last: Default::default(),
             y: Default::default(),
+            bcast: Default::default(),
             y_lo: Default::default(),
             y_hi: Default::default(),
             ts_new: Default::default(),
@@ -577,7 +579,12 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         self.y_lo.next = self.y.val().get_bits::<16>(0);
         self.y_hi.next = self.y.val().get_bits::<16>(16);
         self.ts_new.next = self.t_s1.q.val() + self.y_hi.val();
-        // per lane: masked operand word (a in A steps, n in B steps), multiplier inputs, t addend
+        // per lane: masked operand word (a in A steps, n in B steps) times the broadcast word
+        // (b_i in A steps, m in B steps), plus the t addend
+        self.bcast.next = self.b_q.q.val();
+        if self.ex_op.q.val() == MmOp::B {
+            self.bcast.next = self.m.q.val();
+        }
         for k in 0..L {
             self.valid[k].next =
                 (self.ex_g.q.val() != self.last_g.q.val()) || (self.last_lane.q.val().index() >= k);
@@ -585,15 +592,13 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
             if self.valid[k].val() {
                 self.opw[k].next = self.op_ram[k].read_data.val();
             }
-            self.lane[k].x.next = self.opw[k].val();
-            self.lane[k].y.next = self.b_q.q.val();
+            // the broadcast word on x, the lane's own word on y: no per-lane operand mux
+            self.lane[k].x.next = self.bcast.val();
+            self.lane[k].y.next = self.opw[k].val();
             self.lane[k].t.next = 0.into();
-            if (self.ex_op.q.val() == MmOp::A) && !self.ex_first.q.val() {
-                self.lane[k].t.next = self.t_ram_eff[k].val();
-            }
-            if self.ex_op.q.val() == MmOp::B {
-                self.lane[k].x.next = self.m.q.val();
-                self.lane[k].y.next = self.opw[k].val();
+            if ((self.ex_op.q.val() == MmOp::A) && !self.ex_first.q.val())
+                || (self.ex_op.q.val() == MmOp::B)
+            {
                 self.lane[k].t.next = self.t_ram_eff[k].val();
             }
         }

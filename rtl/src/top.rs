@@ -146,10 +146,7 @@ impl<
         self.eng.rd_data.next = self.rx.rd_data.val();
         self.eng.rep_take.next = self.tx.rep_take.val();
         self.eng.rep_busy.next = self.tx.rep_busy.val();
-        self.eng.st_ok.next = self.tx.cnt_ok.val();
-        self.eng.st_crc.next = self.tx.cnt_crc.val();
-        self.eng.st_err.next = self.tx.cnt_err.val();
-        self.eng.st_busy.next = self.tx.cnt_busy.val();
+        self.eng.st_ev.next = self.tx.ev.val();
         // transmitter
         self.tx.err_valid.next = self.rx.err_valid.val();
         self.tx.err_cmd.next = self.rx.err_cmd.val();
