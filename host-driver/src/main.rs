@@ -125,16 +125,21 @@ enum Command {
         #[arg(long)]
         hex: bool,
     },
-    /// Measure verify throughput (median of runs) beside the peers on this machine.
+    /// Measure verify throughput: software beside its peers, RTL cycles, boards, link, payments/s.
     Bench {
         #[arg(long, value_enum, default_value = "all")]
         scheme: BenchScheme,
         /// Modulus sizes (comma-separated); default ESIGN 1536,2046,3072 and RSA 2048,3072.
         #[arg(long, value_delimiter = ',')]
         bits: Vec<usize>,
+        /// sw: software rows only; sim: also the RTL rows (one kessai-sim per --lanes) and the
+        /// link rows (at --baud); serial: also the board's own rows (--port, --baud).
         #[command(flatten)]
         backend: BackendArgs,
-        /// Verifies per pipelined batch (sim and serial backends).
+        /// Lane counts to simulate for the RTL rows (--backend sim), comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2, 4, 8])]
+        lanes: Vec<u32>,
+        /// Verifies per pipelined batch on the link (sim and serial backends).
         #[arg(long, default_value_t = 8)]
         batch: usize,
         #[arg(long, default_value_t = 5)]
@@ -142,12 +147,28 @@ enum Command {
         /// Measuring time per row, in milliseconds.
         #[arg(long, default_value_t = 2000)]
         millis: u64,
-        /// Skip Crypto++.
+        /// Skip the peers (Crypto++, openssl speed).
         #[arg(long)]
         no_peers: bool,
-        /// Also write the report as JSON to this file.
-        #[arg(long)]
-        out: Option<PathBuf>,
+        /// Where scripts/synth wrote its reports (BOARD/report.json).
+        #[arg(long, default_value = "build/synth")]
+        synth_dir: PathBuf,
+        /// Write the report as JSON to this file (default build/bench/bench.json; with --json
+        /// only when given).
+        #[arg(long, alias = "out")]
+        json_out: Option<PathBuf>,
+    },
+    /// docs/bench.md and docs/bench.svg from a `kessai bench` JSON report.
+    BenchReport {
+        /// The report (default build/bench/bench.json).
+        #[arg(default_value = "build/bench/bench.json")]
+        json_file: PathBuf,
+        /// The Markdown file whose generated section is replaced (created if missing).
+        #[arg(long, default_value = "docs/bench.md")]
+        md: PathBuf,
+        /// The plot: verifies/s vs modulus bits, log scale.
+        #[arg(long, default_value = "docs/bench.svg")]
+        svg: PathBuf,
     },
     /// List USB serial adapters that may be a Kessai board (VID:PID, description).
     Ports,
@@ -316,31 +337,6 @@ fn verify_on_accel(
     }
 }
 
-/// `bench --backend sim|serial`: throughput through the accelerator beside its UART and cycle bounds.
-fn bench_on_accel(rows: Vec<(Scheme, usize)>, backend: &BackendArgs, millis: u64, batch: usize, quiet: bool) -> kessai::Result<Outcome> {
-    use kessai::accel::backend::{BackendSpec, SimAccelerator};
-    use kessai::accel::throughput::{self, Target};
-    let progress = |what: &str| {
-        if !quiet {
-            eprintln!("bench: {what}");
-        }
-    };
-    let accel_err = |e: kessai::accel::AccelError| Error::usage(e.to_string());
-    let report = match backend.spec()? {
-        BackendSpec::Sim(spec) => {
-            let mut sim = SimAccelerator::start(&spec).map_err(accel_err)?;
-            let r = throughput::run(&mut Target::Sim(&mut sim), &rows, millis, batch, progress);
-            let _ = sim.shutdown();
-            r?
-        }
-        spec => {
-            let mut a = kessai::accel::open(&spec).map_err(accel_err)?;
-            throughput::run(&mut Target::Plain(&mut *a), &rows, millis, batch, progress)?
-        }
-    };
-    Ok(ok(throughput::table(&report), json!({ "accelerator_rows": report })))
-}
-
 fn ports() -> kessai::Result<Outcome> {
     let list = kessai::accel::serial::list_ports().map_err(|e| Error::usage(e.to_string()))?;
     let mut text = String::new();
@@ -375,46 +371,107 @@ fn run(cli: Cli) -> kessai::Result<Outcome> {
         Command::Terminal(cmd) => cli_settle::terminal(cmd),
         Command::Card(cmd) => cli_settle::card(cmd),
         Command::Demo(args) => cli_settle::demo(args, cli.json),
-        Command::Bench { scheme, bits, backend, batch, runs, millis, no_peers, out } if !backend.is_software() => {
-            let esign_bits: Vec<usize> = if bits.is_empty() { vec![1536, 2046, 3072] } else { bits.iter().copied().filter(|b| b % 3 == 0).collect() };
-            let rsa_bits: Vec<usize> = if bits.is_empty() { vec![2048, 3072] } else { bits.iter().copied().filter(|b| (rsa_sig::MIN_BITS..=rsa_sig::MAX_BITS).contains(b)).collect() };
-            let mut rows = Vec::new();
-            if !matches!(scheme, BenchScheme::RsaPkcs1) {
-                rows.extend(esign_bits.iter().map(|b| (Scheme::Esign, *b)));
-            }
-            if !matches!(scheme, BenchScheme::Esign) {
-                rows.extend(rsa_bits.iter().map(|b| (Scheme::RsaPkcs1, *b)));
-            }
-            let _ = (runs, no_peers);
-            let o = bench_on_accel(rows, &backend, millis, batch, cli.json)?;
-            if let Some(path) = &out {
-                write_atomic(path, serde_json::to_string_pretty(&o.json).expect("serializable").as_bytes())?;
-            }
-            Ok(o)
+        Command::Bench { scheme, bits, backend, lanes, batch, runs, millis, no_peers, synth_dir, json_out } => {
+            bench_cmd(scheme, bits, backend, lanes, batch, runs, millis, no_peers, synth_dir, json_out, cli.json)
         }
-        Command::Bench { scheme, bits, backend: _, batch: _, runs, millis, no_peers, out } => {
-            let mut cfg = bench::BenchConfig { runs, millis, with_peers: !no_peers, ..Default::default() };
-            if !bits.is_empty() {
-                cfg.esign_bits = bits.iter().copied().filter(|b| b % 3 == 0).collect();
-                cfg.rsa_bits = bits.iter().copied().filter(|b| (rsa_sig::MIN_BITS..=rsa_sig::MAX_BITS).contains(b)).collect();
-            }
-            match scheme {
-                BenchScheme::Esign => cfg.rsa_bits.clear(),
-                BenchScheme::RsaPkcs1 => cfg.esign_bits.clear(),
-                BenchScheme::All => {}
-            }
-            let quiet = cli.json;
-            let report = bench::run(&cfg, |what| {
-                if !quiet {
-                    eprintln!("bench: {what}");
-                }
-            })?;
-            if let Some(path) = &out {
-                bench::write_json(&report, path)?;
-            }
-            Ok(ok(bench::table(&report), serde_json::to_value(&report).expect("serializable")))
-        }
+        Command::BenchReport { json_file, md, svg } => bench_report(&json_file, &md, &svg),
     }
+}
+
+/// `kessai bench`: checks every flag before measuring anything (exit 2 naming the flag).
+#[allow(clippy::too_many_arguments)]
+fn bench_cmd(
+    scheme: BenchScheme,
+    bits: Vec<usize>,
+    backend: BackendArgs,
+    lanes: Vec<u32>,
+    batch: usize,
+    runs: usize,
+    millis: u64,
+    no_peers: bool,
+    synth_dir: PathBuf,
+    json_out: Option<PathBuf>,
+    json: bool,
+) -> kessai::Result<Outcome> {
+    use kessai::accel::backend::{BackendKind, BackendSpec};
+    if runs == 0 {
+        return Err(Error::usage("--runs 0: give at least one run"));
+    }
+    if millis == 0 {
+        return Err(Error::usage("--millis 0: give a measuring time per row"));
+    }
+    if batch == 0 {
+        return Err(Error::usage("--batch 0: give at least one verify per batch"));
+    }
+    let mut cfg = bench::BenchConfig { runs, millis, batch, with_peers: !no_peers, synth_dir, ..Default::default() };
+    if !bits.is_empty() {
+        for b in &bits {
+            let esign_ok = b % 3 == 0 && (esign::MIN_BITS..=esign::MAX_BITS).contains(b);
+            let rsa_ok = (rsa_sig::MIN_BITS..=rsa_sig::MAX_BITS).contains(b);
+            if !esign_ok && !rsa_ok {
+                return Err(Error::usage(format!(
+                    "--bits {b}: neither an ESIGN size (a multiple of 3 in {}..={}) nor an RSA size ({}..={})",
+                    esign::MIN_BITS,
+                    esign::MAX_BITS,
+                    rsa_sig::MIN_BITS,
+                    rsa_sig::MAX_BITS
+                )));
+            }
+        }
+        cfg.esign_bits = bits.iter().copied().filter(|b| b % 3 == 0 && (esign::MIN_BITS..=esign::MAX_BITS).contains(b)).collect();
+        cfg.rsa_bits = bits.iter().copied().filter(|b| (rsa_sig::MIN_BITS..=rsa_sig::MAX_BITS).contains(b)).collect();
+    }
+    match scheme {
+        BenchScheme::Esign => cfg.rsa_bits.clear(),
+        BenchScheme::RsaPkcs1 => cfg.esign_bits.clear(),
+        BenchScheme::All => {}
+    }
+    if cfg.esign_bits.is_empty() && cfg.rsa_bits.is_empty() {
+        return Err(Error::usage(format!("--bits {bits:?}: no size left for --scheme {}", scheme.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default())));
+    }
+    cfg.accel = match (backend.backend, backend.spec()?) {
+        (BackendKind::Sim, _) => {
+            bench::check_lanes(&lanes)?;
+            bench::sim_clocks_per_bit(backend.baud)?;
+            bench::AccelChoice::Sim { lanes, baud: backend.baud }
+        }
+        (_, BackendSpec::Serial { port, baud }) => bench::AccelChoice::Serial { port, baud },
+        _ => bench::AccelChoice::None,
+    };
+    cfg.command = std::iter::once("kessai".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+    let json_out = json_out.or_else(|| (!json).then(|| PathBuf::from("build/bench/bench.json")));
+    let progress = bench::Progress::new(bench::ProgressMode::auto(json));
+    let report = bench::run(&cfg, &progress)?;
+    let mut text = bench::report::text(&report);
+    if let Some(path) = &json_out {
+        bench::write_json(&report, path)?;
+        text += &format!("wrote {}\n", path.display());
+    }
+    Ok(ok(text, serde_json::to_value(&report).expect("serializable")))
+}
+
+/// `kessai bench-report`: the plot and the generated section of the Markdown page.
+fn bench_report(json_file: &Path, md: &Path, svg: &Path) -> kessai::Result<Outcome> {
+    let report = bench::read_json(json_file)?;
+    let plot = bench::plot::svg(&report).map_err(|e| Error::input(json_file, e))?;
+    let lines = bench::plot::series(&report).len();
+    write_atomic(svg, plot.as_bytes())?;
+    let doc = match std::fs::read_to_string(md) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "# Verify throughput (`kessai bench`)\n".to_string(),
+        Err(e) => return Err(Error::io(md, e)),
+    };
+    // The image is referenced relative to the Markdown file.
+    let rel = match (svg.parent(), md.parent()) {
+        (Some(a), Some(b)) if a == b => svg.file_name().map(|f| f.to_string_lossy().into_owned()),
+        _ => Some(svg.display().to_string()),
+    };
+    let section = bench::report::markdown(&report, rel.as_deref());
+    write_atomic(md, bench::report::splice(&doc, &section).as_bytes())?;
+    Ok(ok(
+        format!("wrote {} ({lines} lines) and the generated section of {}", svg.display(), md.display()),
+        json!({"svg": svg, "md": md, "series": lines}),
+    ))
 }
 
 fn main() -> ExitCode {

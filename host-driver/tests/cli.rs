@@ -252,6 +252,7 @@ fn der_len(n: usize) -> Vec<u8> {
 fn bench_prints_verify_rates() {
     let o = kessai(&[&"bench", &"--scheme", &"esign", &"--bits", &"1536", &"--millis", &"50", &"--runs", &"3", &"--no-peers", &"--json"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "--json: no progress on stderr: {}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
     let main = rows[0]["implementation"].as_str().unwrap();
@@ -263,4 +264,142 @@ fn bench_prints_verify_rates() {
         assert_eq!(r["runs"].as_array().unwrap().len(), 3);
         assert!(r["median_verifies_per_second"].as_f64().unwrap() > 0.0);
     }
+    // A software run: the hardware rows say so, the per-transaction rows divide Kessai's rate.
+    assert_eq!(v["backend"], "sw");
+    for l in v["rtl"].as_array().unwrap() {
+        assert!(l["status"].as_str().unwrap().starts_with("not measured"), "{l}");
+    }
+    assert!(v["link"]["status"].as_str().unwrap().starts_with("not measured"));
+    let t = &v["transactions"][0];
+    assert_eq!(t["backend"], rows[0]["implementation"]);
+    let per_s = t["verifies_per_second"].as_f64().unwrap();
+    assert_eq!(per_s, rows[0]["median_verifies_per_second"].as_f64().unwrap());
+    let checks: Vec<u64> = t["flows"].as_array().unwrap().iter().map(|f| f["checks"].as_u64().unwrap()).collect();
+    assert_eq!(checks, [3, 4, 5]);
+    for f in t["flows"].as_array().unwrap() {
+        let want = per_s / f["checks"].as_f64().unwrap();
+        assert!((f["payments_per_second"].as_f64().unwrap() - want).abs() < 1e-9 * want, "{f}");
+    }
+}
+
+#[test]
+fn bench_writes_its_json_and_reads_board_reports() {
+    let d = Dir::new("bench-json");
+    let synth = d.p("synth");
+    std::fs::create_dir_all(synth.join("hx8k")).unwrap();
+    std::fs::write(
+        synth.join("hx8k/report.json"),
+        r#"{"board": "hx8k", "lanes": 4, "max_bits": 3072, "target_mhz": 36, "fits": true, "meets_target": true, "fmax_mhz": {"clk": 40.0}}"#,
+    )
+    .unwrap();
+    let out = d.p("b/bench.json");
+    let o = kessai(&[&"bench", &"--scheme", &"esign", &"--bits", &"3072", &"--millis", &"30", &"--runs", &"1", &"--no-peers", &"--synth-dir", &synth, &"--json-out", &out]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("hx8k") && text.contains("icebreaker: not built"), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(v["schema"], 2);
+    let hx = v["boards"].as_array().unwrap().iter().find(|b| b["board"] == "hx8k").unwrap();
+    // Not simulated in a software run: the exact formula, ESIGN-3072 at L = 4.
+    assert_eq!((hx["rates"][0]["cycles"].as_u64(), hx["rates"][0]["cycles_source"].as_str()), (Some(132_317), Some("formula")));
+    assert_eq!(hx["rates"][0]["verifies_per_second_at_fmax"].as_f64(), Some(40e6 / 132_317.0));
+}
+
+#[test]
+fn bench_hardware_rows_say_not_built_without_the_simulator() {
+    let d = Dir::new("bench-nosim");
+    let o = Command::new(env!("CARGO_BIN_EXE_kessai"))
+        .args(["bench", "--backend", "sim", "--lanes", "1,8", "--scheme", "esign", "--bits", "1536", "--millis", "20", "--runs", "1", "--no-peers", "--json"])
+        .arg("--synth-dir")
+        .arg(d.p("none"))
+        .env("KESSAI_SIM", d.p("no-kessai-sim"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["backend"], "sim");
+    let rtl = v["rtl"].as_array().unwrap();
+    assert_eq!(rtl.iter().map(|l| l["lanes"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 8]);
+    for l in rtl.iter().chain([&v["link"]]) {
+        let s = l["status"].as_str().unwrap();
+        assert!(s.starts_with("not built") && s.contains("no-kessai-sim"), "{s}");
+    }
+    assert!(v["rows"][0]["median_verifies_per_second"].as_f64().unwrap() > 0.0, "software rows still measured");
+}
+
+#[test]
+fn bench_refuses_bad_flags_before_measuring() {
+    for (args, needles) in [
+        (&["--backend", "sim", "--baud", "6000000"][..], &["--baud 6000000"][..]),
+        (&["--backend", "sim", "--lanes", "3"], &["--lanes 3"]),
+        (&["--bits", "100"], &["--bits 100"]),
+        (&["--runs", "0"], &["--runs"]),
+        (&["--scheme", "esign", "--bits", "2048"], &["--bits", "esign"]),
+        (&["--port", "/dev/null"], &["--port"]),
+    ] {
+        let mut a: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"bench"];
+        for x in args {
+            a.push(x);
+        }
+        assert_input_error(&kessai(&a), needles);
+    }
+}
+
+#[test]
+fn bench_report_draws_the_plot_and_the_tables_from_a_report() {
+    let d = Dir::new("bench-report");
+    // A real report (`kessai bench --backend sim --bits 1536,2048 --lanes 1,8 --millis 300 --runs 1`),
+    // its synthesis directory holding a made-up iCEBreaker report.json (Fmax 45.5 MHz).
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bench-report.json");
+    let (md, svg) = (d.p("bench.md"), d.p("bench.svg"));
+    d.write("bench.md", b"# Bench\n\nHand-written intro.\n");
+    let o = kessai(&[&"bench-report", &fixture, &"--md", &md, &"--svg", &svg]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg"), "{}", &plot[..80.min(plot.len())]);
+    for series in [
+        "kessai-sw/avx512-ifma (ESIGN)",
+        "crypto++ (ESIGN)",
+        "openssl (RSA)",
+        "kessai-sw/rsa-crate (RSA)",
+        "RTL L1 @ 12 MHz, verify unit (ESIGN)",
+        "RTL L8 @ 12 MHz, verify unit (RSA)",
+        "sim board L8 @ 12 MHz, 115385 baud, end to end (ESIGN)",
+        "icebreaker L8 @ Fmax 45.5 MHz (RSA)",
+    ] {
+        assert!(plot.contains(series), "the plot has no line {series:?}");
+    }
+    let doc = std::fs::read_to_string(&md).unwrap();
+    assert!(doc.starts_with("# Bench\n\nHand-written intro.\n"), "{doc}");
+    for row in [
+        "| crypto++ | ESIGN | 1536 | 32 | 61,783 | 0.17× |",
+        "| openssl | RSA | 2048 | 65537 | 53,919 | 2.84× |",
+        "| ESIGN | 1536 | 96 | 1 | 130,685 | 130,685 (=) | 129,696 | 1.01× |",
+        "| RSA | 2048 | 128 | 8 | 83,149 | 83,149 (=) | 78,128 | 1.06× |",
+        "| icebreaker | fits | 8 | 45.5 (42) | ESIGN | 1536 | 17,789 (sim) | 2,558 | 2,361 |",
+        "| ESIGN | 1536 | 267 | 13 | 115385 | 43.2 | 675 | 42.5 | 0.98× | 8 |",
+        "| RTL L8 @ 12 MHz | clock / exact cycles, verify unit only | 675 | 225 | 169 | 135 |",
+        "| icebreaker L8 @ Fmax 45.5 MHz | Fmax / cycles (sim), verify unit only | 2,558 | 853 | 639 | 512 |",
+        "- hx8k: not built",
+        "![verifies/s vs modulus size, log scale](bench.svg)",
+    ] {
+        assert!(doc.contains(row), "the page has no {row:?}:\n{doc}");
+    }
+    // Again: the generated section is replaced, not added twice; the intro stays.
+    let o = kessai(&[&"bench-report", &fixture, &"--md", &md, &"--svg", &svg]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&md).unwrap(), doc);
+}
+
+#[test]
+fn bench_report_refuses_what_is_not_a_report() {
+    let d = Dir::new("bench-report-bad");
+    let (md, svg) = (d.p("bench.md"), d.p("bench.svg"));
+    let missing = d.p("missing.json");
+    assert_input_error(&kessai(&[&"bench-report", &missing, &"--md", &md, &"--svg", &svg]), &["missing.json"]);
+    let other = d.write("other.json", br#"{"rows": []}"#);
+    assert_input_error(&kessai(&[&"bench-report", &other, &"--md", &md, &"--svg", &svg]), &["other.json", "schema"]);
+    let junk = d.write("junk.json", b"not json");
+    assert_input_error(&kessai(&[&"bench-report", &junk, &"--md", &md, &"--svg", &svg]), &["junk.json", "JSON"]);
+    assert!(!md.exists() && !svg.exists(), "nothing written on error");
 }

@@ -436,7 +436,14 @@ pub fn stats_data(s: &AccelStats) -> Vec<u8> {
 
 /// Bytes on the wire, both ways, for one VERIFY of a `words`-word key in `mode`.
 pub fn verify_wire_bytes(words: usize, mode: CompareMode) -> usize {
-    (OVERHEAD + 4 + 2 * words + 2 * mode.ref_words(words)) + (OVERHEAD + 1 + 5)
+    let (request, reply) = verify_request_reply_bytes(words, mode);
+    request + reply
+}
+
+/// Bytes of one VERIFY request (slot, mode, top_shift, sig, ref) and of its reply (STATUS,
+/// verdict, cycles), frame overhead included.
+pub fn verify_request_reply_bytes(words: usize, mode: CompareMode) -> (usize, usize) {
+    (OVERHEAD + 4 + 2 * words + 2 * mode.ref_words(words), OVERHEAD + 1 + 5)
 }
 
 /// Formats bytes as `A5 01 ...` for logs and docs.

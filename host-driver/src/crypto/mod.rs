@@ -70,7 +70,7 @@ impl FromStr for HashAlg {
 }
 
 /// Which scheme a verifying key and signature belong to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scheme {
     Esign,
