@@ -7,7 +7,7 @@
 //! kessai-sim [--lanes 8] [--max-bits 3072] [--clocks-per-bit 4] [--clock-hz 12000000]
 //!            [--list-capacity K] [--key-slots 4] [--noise RATE --seed S] [--once]
 //!            [--trace FILE [--trace-from CYCLE] [--trace-cycles N]] [--threads T]
-//!            [--verilog FILE] [--build-only]
+//!            [--verilog FILE]... [--define NAME[=V]]... [--build-only]
 //! ```
 //!
 //! Prints `SIM: …` and `UART: /dev/pts/N` on stdout once the model runs, `CYCLES: …` when it
@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 const HARNESS: &str = include_str!("../../sim/kessai_sim.cpp");
 const USAGE: &str = "usage: kessai-sim [--lanes L] [--max-bits N] [--clocks-per-bit C] [--clock-hz F] [--list-capacity K] [--key-slots S]
                   [--noise RATE] [--seed S] [--once] [--trace FILE] [--trace-from CYCLE] [--trace-cycles N]
-                  [--threads T] [--verilog FILE] [--build-only]
+                  [--threads T] [--verilog FILE]... [--define NAME[=V]]... [--build-only]
   --lanes L            multiplier lanes (default 8)
   --max-bits N         largest modulus in bits (default 3072)
   --clocks-per-bit C   UART bit time in clock cycles, >= 4 (default 4: transfer and compute overlap at sim speed)
@@ -35,7 +35,9 @@ const USAGE: &str = "usage: kessai-sim [--lanes L] [--max-bits N] [--clocks-per-
   --once               exit when the host hangs up after having connected
   --trace FILE         VCD of the window [--trace-from, --trace-from + --trace-cycles) (builds a traced model)
   --threads T          Verilator model threads (default 1)
-  --verilog FILE       simulate this Verilog (top module kessai_top) instead of generating it
+  --verilog FILE       simulate this Verilog (top module kessai_top) instead of generating it; repeat it to
+                       add files (e.g. a synthesized netlist and the vendor cell models: scripts/postsim)
+  --define NAME[=V]    a Verilog define for the model (repeatable)
   --build-only         build (or find) the model, print its path and exit
 Environment: KESSAI_CACHE (default ~/.cache/kessai/sim), KESSAI_GEN_VERILOG (gen-verilog binary).";
 
@@ -54,7 +56,8 @@ struct Args {
     trace_from: u64,
     trace_cycles: u64,
     threads: u32,
-    verilog: Option<PathBuf>,
+    verilog: Vec<PathBuf>,
+    defines: Vec<String>,
     build_only: bool,
 }
 
@@ -73,7 +76,8 @@ fn parse_args() -> Result<Args, String> {
         trace_from: 0,
         trace_cycles: 100_000,
         threads: 1,
-        verilog: None,
+        verilog: Vec::new(),
+        defines: Vec::new(),
         build_only: false,
     };
     let mut it = std::env::args().skip(1);
@@ -114,7 +118,14 @@ fn parse_args() -> Result<Args, String> {
             "--trace-from" => a.trace_from = num(&key, &value()?)?,
             "--trace-cycles" => a.trace_cycles = num(&key, &value()?)?,
             "--threads" => a.threads = num(&key, &value()?)?,
-            "--verilog" => a.verilog = Some(PathBuf::from(value()?)),
+            "--verilog" => a.verilog.push(PathBuf::from(value()?)),
+            "--define" => {
+                let d = value()?;
+                if d.is_empty() || !d.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '=') {
+                    return Err(format!("--define `{d}` is not NAME or NAME=VALUE"));
+                }
+                a.defines.push(d)
+            }
             _ => return Err(format!("unknown argument `{arg}`")),
         }
     }
@@ -219,6 +230,8 @@ fn verilator_flags(a: &Args) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // (the defines are part of the flags, so of the cache key)
+    f.extend(a.defines.iter().map(|d| format!("-D{d}")));
     if a.trace.is_some() {
         f.push("--trace".into());
     }
@@ -309,9 +322,16 @@ fn build(a: &Args, verilog: &str) -> Result<PathBuf, String> {
 
 fn run() -> Result<ExitCode, (u8, String)> {
     let a = parse_args().map_err(|m| (2, format!("{m}\n{USAGE}")))?;
-    let verilog = match &a.verilog {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| (2, format!("--verilog {}: {e}", p.display())))?,
-        None => {
+    let verilog = match a.verilog.is_empty() {
+        false => {
+            let mut all = String::new();
+            for p in &a.verilog {
+                all += &std::fs::read_to_string(p).map_err(|e| (2, format!("--verilog {}: {e}", p.display())))?;
+                all.push('\n');
+            }
+            all
+        }
+        true => {
             let dir = std::env::temp_dir().join(format!("kessai-sim-gen-{}", std::process::id()));
             let v = generate_verilog(&a, &dir);
             let _ = std::fs::remove_dir_all(&dir);
