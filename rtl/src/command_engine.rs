@@ -7,8 +7,10 @@
 //!
 //! `Idle` (a request waits, the verify unit and the list memory are idle) → `Fetch` (payload
 //! bytes 0..8 into the 72-bit header register `hdr`, 10 cycles) → `Wait` (the key store reads
-//! the slot named by byte 0) → `Check` (every validation of the command's fixed fields, one
-//! cycle) → the command's own states → `RWait` (the request buffer is released if still held;
+//! the slot named by byte 0) → `Prep` (latches the slot's word count) → `Prep2` (every
+//! validation of the command's fixed fields, one flag each, registered) → `Check` (the first
+//! failing flag gives the status; three cycles instead of one long one, the clock's old
+//! critical path) → the command's own states → `RWait` (the request buffer is released if still held;
 //! waits until the transmitter has finished the previous reply) → `RStatus`, `RLoad` / `REmit`
 //! (STATUS, then each reply field big-endian, one byte a cycle) → `RDone` (hands the reply to
 //! the transmitter) → `Idle`.
@@ -98,6 +100,8 @@ pub enum EngState {
     Idle,
     Fetch,
     Wait,
+    Prep,
+    Prep2,
     Check,
     LkPar,
     LkPar2,
@@ -176,6 +180,12 @@ pub struct CommandEngine<
     ptr: DFF<Bits<16>>,
     held: DFF<Bit>,
     status: DFF<Bits<8>>,
+    // the validation, pipelined (Prep latches the slot's word count, Prep2 every comparison,
+    // Check only picks the first failing one): one long cycle was the board's critical path
+    kw_q: DFF<Bits<16>>,
+    vtot_q: DFF<Bits<16>>,
+    ck: DFF<Bits<16>>,
+    ckw: Signal<Local, Bits<16>>,
     // copy loop
     j: DFF<Bits<16>>,
     ctot: DFF<Bits<16>>,
@@ -321,6 +331,10 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             ptr: Default::default(),
             held: Default::default(),
             status: Default::default(),
+            kw_q: Default::default(),
+            vtot_q: Default::default(),
+            ck: Default::default(),
+            ckw: Default::default(),
             j: Default::default(),
             ctot: Default::default(),
             cw: Default::default(),
@@ -411,7 +425,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.vu.clock.next = self.clock.val();
         self.lm.clock.next = self.clock.val();
         dff_setup!(
-            self, clock, state, cmd, seq, len, hdr, ptr, held, status, j, ctot, cw, av, aj, wi, f2, hi,
+            self, clock, state, cmd, seq, len, hdr, ptr, held, status, kw_q, vtot_q, ck, j, ctot, cw, av, aj, wi, f2, hi,
             ki, kv, ka, kpass, vu_slot, vu_ok, rem, eb, app_pend, ts0_q, t_q, cyc,
             verdict_q,
             rep_v, rep_l, fj, fb, sh, wa
@@ -440,7 +454,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         } else {
             self.id_next.next = (self.f_id.val() << 8) | bit_cast::<64, 8>(self.rd_data.val());
         }
-        self.kw.next = self.ks.rd_words.val();
+        self.kw.next = self.kw_q.q.val();
         self.r16.next = self.kw.val();
         if self.f_mode.val() == 1 {
             self.r16.next = self.kw.val() - (self.f_shift.val() >> 4);
@@ -453,6 +467,56 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.w2.next = self.f_words.val() << 1;
         self.w4.next = self.f_words.val() << 2;
         self.vtot.next = (self.kw.val() + self.r16.val()) << 1;
+        // every check of the command's fixed fields, one bit each (Check picks the first)
+        self.ckw.next = 0.into();
+        if self.len.q.val() != 0 {
+            self.ckw.next = self.ckw.val() | 0x0001;
+        }
+        if self.len.q.val() < 7 {
+            self.ckw.next = self.ckw.val() | 0x0002;
+        }
+        if self.len.q.val() < 4 {
+            self.ckw.next = self.ckw.val() | 0x0004;
+        }
+        if self.b0.val() >= self.c_slots.val() {
+            self.ckw.next = self.ckw.val() | 0x0008;
+        }
+        if (self.f_words.val() == 0) || (self.f_words.val() > self.c_max_words.val()) {
+            self.ckw.next = self.ckw.val() | 0x0010;
+        }
+        if self.len.q.val() != self.w4.val() + 7 {
+            self.ckw.next = self.ckw.val() | 0x0020;
+        }
+        if (self.b0.val() == 0) && self.ks.locked.val() {
+            self.ckw.next = self.ckw.val() | 0x0040;
+        }
+        if self.f_e.val() == 0 {
+            self.ckw.next = self.ckw.val() | 0x0080;
+        }
+        if self.kw.val() == 0 {
+            self.ckw.next = self.ckw.val() | 0x0100;
+        }
+        if self.f_mode.val() > 1 {
+            self.ckw.next = self.ckw.val() | 0x0200;
+        }
+        if (self.f_mode.val() == 1) && (self.f_shift.val() >= (self.kw.val() << 4)) {
+            self.ckw.next = self.ckw.val() | 0x0400;
+        }
+        if self.len.q.val() != self.vtot.val() + 4 {
+            self.ckw.next = self.ckw.val() | 0x0800;
+        }
+        if self.b0.val() > 1 {
+            self.ckw.next = self.ckw.val() | 0x1000;
+        }
+        if self.len.q.val() != 1 {
+            self.ckw.next = self.ckw.val() | 0x2000;
+        }
+        if self.len.q.val() != 5 {
+            self.ckw.next = self.ckw.val() | 0x4000;
+        }
+        if self.len.q.val() != 9 {
+            self.ckw.next = self.ckw.val() | 0x8000;
+        }
 
         // ------------------------------------------------------------ copy loop datapath
         // a byte of the copied fields arrives on rd_data (aj: its index is odd, the word is
@@ -609,6 +673,15 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             }
             EngState::Wait => {
                 // the key store reads the slot of byte 0 (rd_slot registered)
+                self.state.d.next = EngState::Prep;
+            }
+            EngState::Prep => {
+                self.kw_q.d.next = self.ks.rd_words.val();
+                self.state.d.next = EngState::Prep2;
+            }
+            EngState::Prep2 => {
+                self.ck.d.next = self.ckw.val();
+                self.vtot_q.d.next = self.vtot.val();
                 self.state.d.next = EngState::Check;
             }
             EngState::Check => {
@@ -618,31 +691,30 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.eb.d.next = 0.into();
                 self.app_pend.d.next = false;
                 if (self.cmd.q.val() == 0x01) || (self.cmd.q.val() == 0x0A) {
-                    if self.len.q.val() != 0 {
+                    if self.ck.q.val().get_bit(0) {
                         self.status.d.next = 0x02.into();
                     }
                 } else if self.cmd.q.val() == 0x03 {
-                    if self.len.q.val() != 0 {
+                    if self.ck.q.val().get_bit(0) {
                         self.status.d.next = 0x02.into();
-                    } else if self.kw.val() == 0 {
+                    } else if self.ck.q.val().get_bit(8) {
                         self.status.d.next = 0x09.into();
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
                 } else if self.cmd.q.val() == 0x02 {
-                    if self.len.q.val() < 7 {
+                    if self.ck.q.val().get_bit(1) {
                         self.status.d.next = 0x02.into();
-                    } else if self.b0.val() >= self.c_slots.val() {
+                    } else if self.ck.q.val().get_bit(3) {
                         self.status.d.next = 0x05.into();
-                    } else if (self.f_words.val() == 0)
-                        || (self.f_words.val() > self.c_max_words.val())
+                    } else if self.ck.q.val().get_bit(4)
                     {
                         self.status.d.next = 0x07.into();
-                    } else if self.len.q.val() != self.w4.val() + 7 {
+                    } else if self.ck.q.val().get_bit(5) {
                         self.status.d.next = 0x02.into();
-                    } else if (self.b0.val() == 0) && self.ks.locked.val() {
+                    } else if self.ck.q.val().get_bit(6) {
                         self.status.d.next = 0x06.into();
-                    } else if self.f_e.val() == 0 {
+                    } else if self.ck.q.val().get_bit(7) {
                         self.status.d.next = 0x08.into();
                     } else {
                         // n's last byte (its word 0's low byte) for the parity check
@@ -650,21 +722,21 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                         self.state.d.next = EngState::LkPar;
                     }
                 } else if self.cmd.q.val() == 0x04 {
-                    if self.len.q.val() < 4 {
+                    if self.ck.q.val().get_bit(2) {
                         self.status.d.next = 0x02.into();
-                    } else if self.b0.val() >= self.c_slots.val() {
+                    } else if self.ck.q.val().get_bit(3) {
                         self.status.d.next = 0x05.into();
-                    } else if self.kw.val() == 0 {
+                    } else if self.ck.q.val().get_bit(8) {
                         self.status.d.next = 0x09.into();
-                    } else if self.f_mode.val() > 1 {
+                    } else if self.ck.q.val().get_bit(9) {
                         self.status.d.next = 0x08.into();
-                    } else if (self.f_mode.val() == 1) && (self.f_shift.val() >= (self.kw.val() << 4)) {
+                    } else if self.ck.q.val().get_bit(10) {
                         self.status.d.next = 0x08.into();
-                    } else if self.len.q.val() != self.vtot.val() + 4 {
+                    } else if self.ck.q.val().get_bit(11) {
                         self.status.d.next = 0x02.into();
                     } else {
                         self.ptr.d.next = 4.into();
-                        self.ctot.d.next = self.vtot.val();
+                        self.ctot.d.next = self.vtot_q.q.val();
                         self.cw.d.next = self.cm1.val();
                         self.wi.d.next = self.cm1.val();
                         self.f2.d.next = false;
@@ -673,25 +745,25 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 } else if (self.cmd.q.val() == 0x05)
                     || (self.cmd.q.val() == 0x09)
                 {
-                    if self.len.q.val() != 1 {
+                    if self.ck.q.val().get_bit(13) {
                         self.status.d.next = 0x02.into();
-                    } else if self.b0.val() > 1 {
+                    } else if self.ck.q.val().get_bit(12) {
                         self.status.d.next = 0x05.into();
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
                 } else if self.cmd.q.val() == 0x07 {
-                    if self.len.q.val() != 5 {
+                    if self.ck.q.val().get_bit(14) {
                         self.status.d.next = 0x02.into();
-                    } else if self.b0.val() > 1 {
+                    } else if self.ck.q.val().get_bit(12) {
                         self.status.d.next = 0x05.into();
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
                 } else if self.cmd.q.val() == 0x08 {
-                    if self.len.q.val() != 9 {
+                    if self.ck.q.val().get_bit(15) {
                         self.status.d.next = 0x02.into();
-                    } else if self.b0.val() > 1 {
+                    } else if self.ck.q.val().get_bit(12) {
                         self.status.d.next = 0x05.into();
                     } else {
                         self.state.d.next = EngState::Exec;
@@ -699,7 +771,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 } else if self.cmd.q.val() == 0x06 {
                     if self.len.q.val() < 1 {
                         self.status.d.next = 0x02.into();
-                    } else if self.b0.val() > 1 {
+                    } else if self.ck.q.val().get_bit(12) {
                         self.status.d.next = 0x05.into();
                     } else {
                         self.rem.d.next = self.len.q.val() - 1;
