@@ -183,7 +183,6 @@ pub struct CommandEngine<
     // the validation, pipelined (Prep latches the slot's word count, Prep2 every comparison,
     // Check only picks the first failing one): one long cycle was the board's critical path
     kw_q: DFF<Bits<16>>,
-    vtot_q: DFF<Bits<16>>,
     ck: DFF<Bits<16>>,
     ckw: Signal<Local, Bits<16>>,
     // copy loop
@@ -332,7 +331,6 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             held: Default::default(),
             status: Default::default(),
             kw_q: Default::default(),
-            vtot_q: Default::default(),
             ck: Default::default(),
             ckw: Default::default(),
             j: Default::default(),
@@ -425,7 +423,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.vu.clock.next = self.clock.val();
         self.lm.clock.next = self.clock.val();
         dff_setup!(
-            self, clock, state, cmd, seq, len, hdr, ptr, held, status, kw_q, vtot_q, ck, j, ctot, cw, av, aj, wi, f2, hi,
+            self, clock, state, cmd, seq, len, hdr, ptr, held, status, kw_q, ck, j, ctot, cw, av, aj, wi, f2, hi,
             ki, kv, ka, kpass, vu_slot, vu_ok, rem, eb, app_pend, ts0_q, t_q, cyc,
             verdict_q,
             rep_v, rep_l, fj, fb, sh, wa
@@ -681,7 +679,6 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             }
             EngState::Prep2 => {
                 self.ck.d.next = self.ckw.val();
-                self.vtot_q.d.next = self.vtot.val();
                 self.state.d.next = EngState::Check;
             }
             EngState::Check => {
@@ -736,7 +733,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                         self.status.d.next = 0x02.into();
                     } else {
                         self.ptr.d.next = 4.into();
-                        self.ctot.d.next = self.vtot_q.q.val();
+                        self.ctot.d.next = self.vtot.val();
                         self.cw.d.next = self.cm1.val();
                         self.wi.d.next = self.cm1.val();
                         self.f2.d.next = false;

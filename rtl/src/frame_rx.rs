@@ -37,6 +37,9 @@
 use crate::crc16::Crc16;
 use rust_hdl::prelude::*;
 
+/// The largest idle timeout the receiver's 24-bit counter holds, in clock cycles.
+pub const MAX_IDLE_TIMEOUT: u32 = (1 << 24) - 1;
+
 /// Status codes of `docs/frames.md`.
 pub const ST_OK: u64 = 0x00;
 pub const ST_BAD_CRC: u64 = 0x01;
@@ -88,7 +91,7 @@ pub struct FrameRx<const BAW: usize> {
     mem: RAM<Bits<8>, BAW>,
     crc: Crc16,
     max_payload: Constant<Bits<16>>,
-    idle_timeout: Constant<Bits<32>>,
+    idle_timeout: Constant<Bits<24>>,
     half: Constant<Bits<16>>,
     state: DFF<RxState>,
     cmd_q: DFF<Bits<8>>,
@@ -96,7 +99,7 @@ pub struct FrameRx<const BAW: usize> {
     len_q: DFF<Bits<16>>,
     idx: DFF<Bits<16>>,
     drop_q: DFF<Bit>,
-    idle: DFF<Bits<32>>,
+    idle: DFF<Bits<24>>,
     wr_buf: DFF<Bit>,
     rd_buf: DFF<Bit>,
     full0: DFF<Bit>,
@@ -129,6 +132,7 @@ impl<const BAW: usize> FrameRx<BAW> {
 
     /// `max_payload` ≤ `2^(BAW−1)`; `idle_timeout` in clock cycles.
     pub fn new(max_payload: u16, idle_timeout: u32) -> Self {
+        assert!(idle_timeout <= MAX_IDLE_TIMEOUT, "idle_timeout above the 24-bit counter");
         assert!((2..=16).contains(&BAW), "2 <= BAW <= 16");
         assert!(
             max_payload as usize <= Self::BUF_BYTES,

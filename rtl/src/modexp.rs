@@ -15,7 +15,9 @@
 //!   [`REGION_Y`], [`REGION_SM`] and [`REGION_X`], so `n`, `s`, `R²` and region
 //!   [`REGION_FREE`] survive it. Writes are ignored while `busy`.
 //! * `words` (= s words, `1..=MAX_WORDS`, not checked), `n0p` (= −n⁻¹ mod 2^16) and `e` are
-//!   sampled on the edge that sees `start` high while `busy` is low (`e = 0` runs as `e = 1`).
+//!   used from the edge that sees `start` high while `busy` is low until `done`: **hold them
+//!   for the whole run** (`e = 0` runs as `e = 1`). The verify unit keeps them in its own
+//!   registers; a second copy here was 62 flip-flops with no logic to share a cell with.
 //! * `busy` is high from the edge after `start` until the result is ready; `done` is then high
 //!   for exactly one cycle with `busy` low, and `start` is accepted in that cycle too. A read
 //!   presented in the `done` cycle (or later) is served.
@@ -100,10 +102,7 @@ pub struct ModExp<const AW: usize, const L: usize> {
     state: DFF<MxState>,
     op: DFF<MxOp>,
     after_conv: DFF<Bit>,
-    e_q: DFF<Bits<32>>,
     cur: DFF<Bits<32>>,
-    words_q: DFF<Bits<16>>,
-    n0p_q: DFF<Bits<16>>,
     j: DFF<Bits<16>>,
     // combinational
     fin_done: Signal<Local, Bit>,
@@ -154,10 +153,7 @@ impl<const AW: usize, const L: usize> Default for ModExp<AW, L> {
             state: Default::default(),
             op: Default::default(),
             after_conv: Default::default(),
-            e_q: Default::default(),
             cur: Default::default(),
-            words_q: Default::default(),
-            n0p_q: Default::default(),
             j: Default::default(),
             fin_done: Default::default(),
             wm1: Default::default(),
@@ -209,7 +205,7 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
     fn update(&mut self) {
         // ------------------------------------------------------------ clocks
         self.mm.clock.next = self.clock.val();
-        dff_setup!(self, clock, state, op, after_conv, e_q, cur, words_q, n0p_q, j);
+        dff_setup!(self, clock, state, op, after_conv, cur, j);
 
         // ------------------------------------------------------------ status
         self.fin_done.next = (self.state.q.val() == MxState::Run)
@@ -217,7 +213,7 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
             && (self.op.q.val() == MxOp::Fin);
         self.done.next = self.fin_done.val();
         self.busy.next = (self.state.q.val() != MxState::Idle) && !self.fin_done.val();
-        self.wm1.next = self.words_q.q.val() - 1;
+        self.wm1.next = self.words.val() - 1;
 
         // ------------------------------------------------------------ exponent scan
         // one-hot of the bit just below e's top bit: smear e down, keep the top, shift once
@@ -228,7 +224,7 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
         self.smear5.next = self.smear4.val() | (self.smear4.val() >> 16);
         self.cur_init.next = (self.smear5.val() ^ (self.smear5.val() >> 1)) >> 1;
         // the product after the running one
-        self.ebit.next = (self.e_q.q.val() & self.cur.q.val()).any();
+        self.ebit.next = (self.e.val() & self.cur.q.val()).any();
         self.nxt.next = MxOp::Fin;
         self.cur_next.next = self.cur.q.val() >> 1;
         match self.op.q.val() {
@@ -267,8 +263,8 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
             self.mm_rd_region.next = self.rd_region.val();
         }
         self.rd_data.next = self.mm.rd_data.val();
-        self.mm_words.next = self.words_q.q.val();
-        self.mm_n0p.next = self.n0p_q.q.val();
+        self.mm_words.next = self.words.val();
+        self.mm_n0p.next = self.n0p.val();
         self.mm_start.next = false;
         // operands of the product that starts at the end of `Copy` (op already advanced):
         // x is in sm (4) right after Conv, else in x (5)
@@ -330,9 +326,6 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
             self.mm_a_sel.next = 2.into(); // the base
             self.mm_b_sel.next = 3.into(); // R²
             self.mm_b_one.next = false;
-            self.words_q.d.next = self.words.val();
-            self.n0p_q.d.next = self.n0p.val();
-            self.e_q.d.next = self.e.val();
             self.cur.d.next = self.cur_init.val();
             self.op.d.next = MxOp::Conv;
             self.state.d.next = MxState::Run;
@@ -651,10 +644,8 @@ mod tests {
             x.start.next = true;
             wait_clock_cycle!(sim, clock, x);
             x.start.next = false;
-            // run 1: every region hammered with garbage while busy, inputs changed too
+            // run 1: every region hammered with garbage while busy (words, n0p, e held)
             x.wr_en.next = true;
-            x.words.next = 1.into();
-            x.e.next = 0xffff_ffff.into();
             let mut cycles = 0u64;
             while !x.done.val() {
                 sim_assert!(sim, x.busy.val(), x);

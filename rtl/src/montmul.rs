@@ -213,6 +213,7 @@ pub struct MontMul<const AW: usize, const L: usize> {
     t_ram: [BlockRam<Bits<16>, AW>; L],
     lane_bits: Constant<Bits<16>>,
     lane_mask: Constant<Bits<16>>,
+    lane_mask6: Constant<Bits<6>>,
     row_mask: Constant<Bits<16>>,
     aw_bits: Constant<Bits<16>>,
     d_base: Constant<Bits<16>>,
@@ -229,18 +230,20 @@ pub struct MontMul<const AW: usize, const L: usize> {
     state: DFF<MmState>,
     g: DFF<Bits<AW>>,
     row_addr: DFF<Bits<AW>>,
-    row_lane: DFF<Bits<16>>,
+    // lane numbers: 6 bits (L ≤ 64)
+    row_lane: DFF<Bits<6>>,
     last_g: DFF<Bits<AW>>,
-    last_lane: DFF<Bits<16>>,
+    last_lane: DFF<Bits<6>>,
     first_row: DFF<Bit>,
     last_row: DFF<Bit>,
     n0p_q: DFF<Bits<16>>,
     a_base: DFF<Bits<16>>,
     b_base: DFF<Bits<16>>,
     b_one_q: DFF<Bit>,
-    lane_sel_q: DFF<Bits<16>>,
+    lane_sel_q: DFF<Bits<6>>,
     g16: Signal<Local, Bits<16>>,
-    nxt_lane: Signal<Local, Bits<16>>,
+    nxt_lane: Signal<Local, Bits<6>>,
+    wm1_lane: Signal<Local, Bits<16>>,
     nxt_addr: Signal<Local, Bits<AW>>,
     op_ra: Signal<Local, Bits<16>>,
     // execute stage
@@ -320,6 +323,7 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             t_ram: lanes(),
             lane_bits: Constant::new((L.trailing_zeros() as u64).into()),
             lane_mask: Constant::new(((L - 1) as u64).into()),
+            lane_mask6: Constant::new(((L - 1) as u64).into()),
             row_mask: Constant::new((((1usize << AW) - 1) as u64).into()),
             aw_bits: Constant::new((AW as u64).into()),
             d_base: Constant::new((REGION_RESULT << AW).into()),
@@ -346,6 +350,7 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             lane_sel_q: Default::default(),
             g16: Default::default(),
             nxt_lane: Default::default(),
+            wm1_lane: Default::default(),
             nxt_addr: Default::default(),
             op_ra: Default::default(),
             ex_op: Default::default(),
@@ -454,12 +459,12 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         self.g16.next = bit_cast::<16, AW>(self.g.q.val());
         self.nxt_lane.next = self.row_lane.q.val() + 1;
         self.nxt_addr.next = self.row_addr.q.val();
-        if self.row_lane.q.val() == self.lane_mask.val() {
+        if self.row_lane.q.val() == self.lane_mask6.val() {
             self.nxt_lane.next = 0.into();
             self.nxt_addr.next = self.row_addr.q.val() + 1;
         }
         self.op_ra.next = self.rd_op_addr.val();
-        self.lane_sel_q.d.next = self.rd_bank.val();
+        self.lane_sel_q.d.next = self.rd_bank.val().get_bits::<6>(0);
         for k in 0..L {
             self.t_ram[k].read_address.next = bit_cast::<{ AW }, 16>(self.rd_row.val());
         }
@@ -544,12 +549,13 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         // `start` while idle: latch the word count, n0' and the operand regions, clear the
         // counters and top words
         self.wm1.next = self.words.val() - 1;
+        self.wm1_lane.next = self.wm1.val() & self.lane_mask.val();
         if ((self.state.q.val() == MmState::Idle) || (self.state.q.val() == MmState::Done))
             && self.start.val()
         {
             self.state.d.next = MmState::Pre;
             self.last_g.d.next = bit_cast::<{ AW }, 16>(self.wm1.val() >> self.lane_bits.val());
-            self.last_lane.d.next = self.wm1.val() & self.lane_mask.val();
+            self.last_lane.d.next = self.wm1_lane.val().get_bits::<6>(0);
             self.n0p_q.d.next = self.n0p.val();
             self.a_base.d.next = bit_cast::<16, 3>(self.a_sel.val()) << self.aw_bits.val();
             self.b_base.d.next = bit_cast::<16, 3>(self.b_sel.val()) << self.aw_bits.val();

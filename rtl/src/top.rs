@@ -37,13 +37,14 @@ pub struct TopConfig {
 }
 
 impl TopConfig {
-    /// The contract's idle timeout: 2^16 bit times.
+    /// The contract's idle timeout: 2^16 bit times, at most [`crate::frame_rx::MAX_IDLE_TIMEOUT`]
+    /// cycles (the receiver's counter is 24 bits; INFO reports the value used).
     pub fn new(max_words: u16, clock_hz: u32, clocks_per_bit: u16) -> Self {
         Self {
             max_words,
             clock_hz,
             clocks_per_bit,
-            idle_timeout: (clocks_per_bit as u32).saturating_mul(1 << 16),
+            idle_timeout: ((clocks_per_bit as u32) << 16).min(crate::frame_rx::MAX_IDLE_TIMEOUT),
         }
     }
 
