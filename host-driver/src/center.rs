@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::card::{RechargeOffer, ValueAnswer};
 use crate::crypto::{esign, keyfile};
@@ -163,6 +163,16 @@ CREATE TABLE IF NOT EXISTS service_batches (batch_id BLOB PRIMARY KEY, idt INTEG
 CREATE TABLE IF NOT EXISTS services (id INTEGER PRIMARY KEY AUTOINCREMENT, idu INTEGER NOT NULL, idt INTEGER NOT NULL,
   date INTEGER NOT NULL, month TEXT NOT NULL, charge INTEGER NOT NULL, batch BLOB NOT NULL, record BLOB NOT NULL, su BLOB NOT NULL);
 ";
+
+/// A 32-octet secret of the center directory `dir`, made from the OS RNG on first use.
+fn secret_in(dir: &Path, name: &str) -> Result<[u8; 32]> {
+    let path = dir.join(name);
+    if !path.exists() {
+        write_atomic_private(&path, &random_bytes::<32>()?)?;
+    }
+    let b = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    b.try_into().map_err(|_| Error::input(&path, "expected 32 octets"))
+}
 
 /// "YYYY-MM" of a Unix time (UTC), for monthly billing.
 pub fn month_of(t: u64) -> String {
@@ -467,7 +477,8 @@ impl Center {
     // -----------------------------------------------------------------------------------------
     // Usage records and clone detection (Fig. 9)
 
-    /// Ingests a terminal's signed upload.
+    /// Ingests a terminal's signed upload (the plaintext of a sealed upload; the CLI and
+    /// `Terminal::sync_with` only ever go through [`Center::ingest_sealed`]).
     pub fn ingest(&mut self, upload: &[u8], now: u64) -> std::result::Result<IngestReport, Fail> {
         self.ingest_with(upload, now, &mut || Ok(()))
     }
@@ -480,11 +491,22 @@ impl Center {
         now: u64,
         before_commit: &mut dyn FnMut() -> Result<()>,
     ) -> std::result::Result<IngestReport, Fail> {
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        let report = Self::ingest_in(&tx, upload, now)?;
+        if report.duplicate {
+            return Ok(report);
+        }
+        before_commit()?;
+        tx.commit().map_err(db_err)?;
+        Ok(report)
+    }
+
+    /// The ingest of one signed usage batch inside `tx` (the caller commits).
+    fn ingest_in(tx: &Transaction, upload: &[u8], now: u64) -> std::result::Result<IngestReport, Fail> {
         let signed = Signed::from_bytes(upload, "usage batch").map_err(|e| Error::malformed(e.0))?;
         let batch = UsageBatch::parse(&signed.body).map_err(|e| Error::malformed(e.0))?;
         let idt_i = i64_of(batch.idt, "IDT")?;
-        let row: Option<(Vec<u8>, u32, String)> = self
-            .db
+        let row: Option<(Vec<u8>, u32, String)> = tx
             .query_row("SELECT n, e, status FROM terminals WHERE idt = ?1", [idt_i], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()
             .map_err(db_err)?;
@@ -506,7 +528,6 @@ impl Center {
             new_cards: Vec::new(),
             clones: Vec::new(),
         };
-        let tx = self.db.transaction().map_err(db_err)?;
         let seen: Option<i64> =
             tx.query_row("SELECT idt FROM batches WHERE batch_id = ?1", [&batch_id], |r| r.get(0)).optional().map_err(db_err)?;
         if let Some(prev) = seen {
@@ -517,15 +538,13 @@ impl Center {
             return Ok(report);
         }
         for r in &batch.records {
-            Self::ingest_record(&tx, &batch, r, now, &mut report)?;
+            Self::ingest_record(tx, &batch, r, now, &mut report)?;
         }
         tx.execute(
             "INSERT INTO batches (batch_id, idt, created, ingested, records, body, sig) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![batch_id, idt_i, i64_of(batch.created, "time")?, i64_of(now, "time")?, batch.records.len() as i64, signed.body, signed.sig],
         )
         .map_err(db_err)?;
-        before_commit()?;
-        tx.commit().map_err(db_err)?;
         Ok(report)
     }
 
@@ -596,12 +615,7 @@ impl Center {
 
     /// A 32-octet secret of the center directory, made from the OS RNG on first use.
     fn secret_file(&self, name: &str) -> Result<[u8; 32]> {
-        let path = self.dir.join(name);
-        if !path.exists() {
-            write_atomic_private(&path, &random_bytes::<32>()?)?;
-        }
-        let b = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        b.try_into().map_err(|_| Error::input(&path, "expected 32 octets"))
+        secret_in(&self.dir, name)
     }
 
     /// Ktemp, the manufacturing key cards and terminals are made holding (Fig. 8). In the field
@@ -627,11 +641,19 @@ impl Center {
         crate::channel::seal_first_delivery(&self.manufacturing_key()?, idu, &crate::channel::card_key(&ka, idu), &crate::channel::common_key(&ka))
     }
 
-    fn channel(&self, idt: u64) -> Result<crate::channel::Channel> {
+    /// The center's end of the C <-> T channel of terminal `idt`, as persisted in `tx` (one
+    /// row per terminal: the C -> T send counter and the T -> C replay window). Read and
+    /// written inside the transaction of whatever the message changes, so a message is
+    /// accepted and its counter recorded together or not at all, across restarts.
+    fn channel_in(dir: &Path, tx: &Transaction, idt: u64) -> std::result::Result<crate::channel::Channel, Fail> {
         use crate::channel::{terminal_key, Channel, ChannelState, Direction};
-        let ka = self.secret_file(KA_FILE)?;
-        let st: Option<String> = self
-            .db
+        let registered: Option<i64> =
+            tx.query_row("SELECT idt FROM terminals WHERE idt = ?1", [i64_of(idt, "IDT")?], |r| r.get(0)).optional().map_err(db_err)?;
+        if registered.is_none() {
+            return Err(Fail::refused("cipher channel", format!("terminal {idt} is not registered at this center")));
+        }
+        let ka = secret_in(dir, KA_FILE)?;
+        let st: Option<String> = tx
             .query_row("SELECT state FROM channels WHERE idt = ?1", [i64_of(idt, "IDT")?], |r| r.get(0))
             .optional()
             .map_err(db_err)?;
@@ -642,36 +664,122 @@ impl Center {
         Ok(Channel::resume(terminal_key(&ka, idt), 0, idt, Direction::CenterToTerminal, Direction::TerminalToCenter, state))
     }
 
-    fn save_channel(&self, idt: u64, ch: &crate::channel::Channel) -> Result<()> {
-        self.db
-            .execute(
-                "INSERT INTO channels (idt, state) VALUES (?1, ?2) ON CONFLICT(idt) DO UPDATE SET state = ?2",
-                params![i64_of(idt, "IDT")?, serde_json::to_string(&ch.state).expect("serializable")],
-            )
-            .map_err(db_err)?;
+    fn save_channel_in(tx: &Transaction, idt: u64, ch: &crate::channel::Channel) -> Result<()> {
+        tx.execute(
+            "INSERT INTO channels (idt, state) VALUES (?1, ?2) ON CONFLICT(idt) DO UPDATE SET state = ?2",
+            params![i64_of(idt, "IDT")?, serde_json::to_string(&ch.state).expect("serializable")],
+        )
+        .map_err(db_err)?;
         Ok(())
     }
 
+    /// Seals `plaintext` as a message of type `tag` for terminal `idt` under KT (C -> T); the
+    /// send counter is persisted before the message leaves.
+    pub fn seal_for(&mut self, idt: u64, tag: crate::encoding::Tag, plaintext: &[u8]) -> std::result::Result<Vec<u8>, Fail> {
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        let mut ch = Self::channel_in(&self.dir, &tx, idt)?;
+        let sealed = ch.seal(tag, plaintext)?;
+        Self::save_channel_in(&tx, idt, &ch)?;
+        tx.commit().map_err(db_err)?;
+        Ok(sealed)
+    }
+
+    /// Opens a message of type `tag` from terminal `idt` inside `tx`, returning the channel to
+    /// save (in the same transaction) once the message is accepted.
+    fn open_from(
+        dir: &Path,
+        tx: &Transaction,
+        idt: u64,
+        tag: crate::encoding::Tag,
+        sealed: &[u8],
+    ) -> std::result::Result<(crate::channel::Channel, Vec<u8>), Fail> {
+        let mut ch = Self::channel_in(dir, tx, idt)?;
+        let plain = ch.open(tag, sealed).map_err(|e| Fail::refused("cipher channel", e.to_string()))?;
+        Ok((ch, plain))
+    }
+
     /// The latest list bundle sealed for terminal `idt` under KT (C -> T).
-    pub fn sealed_lists_for(&mut self, idt: u64) -> Result<Option<Vec<u8>>> {
+    pub fn sealed_lists_for(&mut self, idt: u64) -> std::result::Result<Option<Vec<u8>>, Fail> {
         let Some(signed) = self.latest_lists()? else { return Ok(None) };
-        let mut ch = self.channel(idt)?;
-        let sealed = ch.seal(crate::encoding::Tag::ListBundle, &signed.to_bytes())?;
-        self.save_channel(idt, &ch)?;
-        Ok(Some(sealed))
+        Ok(Some(self.seal_for(idt, crate::encoding::Tag::ListBundle, &signed.to_bytes())?))
+    }
+
+    /// The acknowledgement of batch `batch_id` (of kind [`Tag::UsageBatch`] or
+    /// [`Tag::ServiceBatch`]) sealed for terminal `idt` (C -> T): on it the terminal drops the
+    /// batch from that outbox.
+    ///
+    /// [`Tag::UsageBatch`]: crate::encoding::Tag::UsageBatch
+    /// [`Tag::ServiceBatch`]: crate::encoding::Tag::ServiceBatch
+    pub fn sealed_ack(&mut self, idt: u64, kind: crate::encoding::Tag, batch_id: &[u8; 16]) -> std::result::Result<Vec<u8>, Fail> {
+        let body = crate::encoding::Encoder::new(crate::encoding::Tag::UploadAck).u64(kind as u64).bytes(batch_id).finish();
+        self.seal_for(idt, crate::encoding::Tag::UploadAck, &body)
+    }
+
+    /// What terminal `idt`, holding master key `from_index`, needs to follow the rollovers
+    /// since (see [`Center::rollover_for`]), sealed under KT; `None` if it is current.
+    pub fn sealed_rollover_for(&mut self, idt: u64, from_index: u32) -> std::result::Result<Option<Vec<u8>>, Fail> {
+        let Some((chain, cert)) = self.rollover_for(idt, from_index)? else { return Ok(None) };
+        let mut e = crate::encoding::Encoder::new(crate::encoding::Tag::RolloverDelivery).bytes(&cert.signed.to_bytes());
+        for a in &chain {
+            e = e.bytes(&a.to_bytes());
+        }
+        Ok(Some(self.seal_for(idt, crate::encoding::Tag::RolloverDelivery, &e.finish())?))
     }
 
     /// An upload sealed by terminal `idt` under KT (T -> C): refused if it does not
-    /// authenticate or replays a counter; then ingested as usual.
+    /// authenticate or replays a counter; then ingested as usual. The counter is recorded in
+    /// the ingest's transaction: a refused, crashed or rolled-back ingest records nothing, and
+    /// a restarted center still refuses a replay.
     pub fn ingest_sealed(&mut self, idt: u64, sealed: &[u8], now: u64) -> std::result::Result<IngestReport, Fail> {
-        let mut ch = self.channel(idt)?;
-        let plain = ch.open(crate::encoding::Tag::UsageBatch, sealed).map_err(|e| Fail::refused("cipher channel", e.to_string()))?;
-        self.save_channel(idt, &ch)?;
-        let report = self.ingest(&plain, now)?;
+        self.ingest_sealed_with(idt, sealed, now, &mut || Ok(()))
+    }
+
+    /// As [`Center::ingest_sealed`], with `before_commit` run just before the commit.
+    pub fn ingest_sealed_with(
+        &mut self,
+        idt: u64,
+        sealed: &[u8],
+        now: u64,
+        before_commit: &mut dyn FnMut() -> Result<()>,
+    ) -> std::result::Result<IngestReport, Fail> {
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        let (ch, plain) = Self::open_from(&self.dir, &tx, idt, crate::encoding::Tag::UsageBatch, sealed)?;
+        let report = Self::ingest_in(&tx, &plain, now)?;
         if report.idt != idt {
             return Err(Fail::refused("usage batch", format!("sealed by terminal {idt}, signed by terminal {}", report.idt)));
         }
+        Self::save_channel_in(&tx, idt, &ch)?;
+        before_commit()?;
+        tx.commit().map_err(db_err)?;
         Ok(report)
+    }
+
+    /// Service records (2M6) sealed by terminal `idt` under KT: as [`Center::ingest_sealed`].
+    pub fn ingest_services_sealed(&mut self, idt: u64, sealed: &[u8], now: u64) -> std::result::Result<ServiceIngest, Fail> {
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        let (ch, plain) = Self::open_from(&self.dir, &tx, idt, crate::encoding::Tag::ServiceBatch, sealed)?;
+        let report = Self::ingest_services_in(&tx, &plain, now)?;
+        if report.idt != idt {
+            return Err(Fail::refused("service batch", format!("sealed by terminal {idt}, signed by terminal {}", report.idt)));
+        }
+        Self::save_channel_in(&tx, idt, &ch)?;
+        tx.commit().map_err(db_err)?;
+        Ok(report)
+    }
+
+    /// A tick report (Fig. 11) sealed by terminal `idt` under KT: as [`Center::record_tick`].
+    pub fn record_tick_sealed(&mut self, idt: u64, sealed: &[u8], now: u64) -> std::result::Result<u64, Fail> {
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        let (ch, plain) = Self::open_from(&self.dir, &tx, idt, crate::encoding::Tag::TickReport, sealed)?;
+        let report = Signed::from_bytes(&plain, "tick report").map_err(|e| Error::malformed(e.0))?;
+        let (signer, _, _) = parse_tick_report(&report.body).map_err(|e| Error::malformed(e.0))?;
+        if signer != idt {
+            return Err(Fail::refused("tick report", format!("sealed by terminal {idt}, signed by terminal {signer}")));
+        }
+        let t = Self::record_tick_in(&tx, &report, now)?;
+        Self::save_channel_in(&tx, idt, &ch)?;
+        tx.commit().map_err(db_err)?;
+        Ok(t)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -816,11 +924,18 @@ impl Center {
     /// (one that does not verify refuses the whole batch, nothing stored); records are filed
     /// per card with their signatures as evidence. A batch id seen before changes nothing.
     pub fn ingest_services(&mut self, upload: &[u8], now: u64) -> std::result::Result<ServiceIngest, Fail> {
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        let report = Self::ingest_services_in(&tx, upload, now)?;
+        tx.commit().map_err(db_err)?;
+        Ok(report)
+    }
+
+    /// The ingest of one signed service batch inside `tx` (the caller commits).
+    fn ingest_services_in(tx: &Transaction, upload: &[u8], now: u64) -> std::result::Result<ServiceIngest, Fail> {
         let signed = Signed::from_bytes(upload, "service batch").map_err(|e| Error::malformed(e.0))?;
         let batch = ServiceBatch::parse(&signed.body).map_err(|e| Error::malformed(e.0))?;
         let idt_i = i64_of(batch.idt, "IDT")?;
-        let row: Option<(Vec<u8>, u32, String)> = self
-            .db
+        let row: Option<(Vec<u8>, u32, String)> = tx
             .query_row("SELECT n, e, status FROM terminals WHERE idt = ?1", [idt_i], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()
             .map_err(db_err)?;
@@ -840,8 +955,7 @@ impl Center {
             records: batch.entries.len(),
             card_signed: 0,
         };
-        let seen: Option<i64> = self
-            .db
+        let seen: Option<i64> = tx
             .query_row("SELECT idt FROM service_batches WHERE batch_id = ?1", [batch.batch_id.to_vec()], |r| r.get(0))
             .optional()
             .map_err(db_err)?;
@@ -854,8 +968,7 @@ impl Center {
         }
         // Verify every card signature before anything is written.
         for r in &batch.entries {
-            let card: Option<(Option<Vec<u8>>, Option<u32>)> = self
-                .db
+            let card: Option<(Option<Vec<u8>>, Option<u32>)> = tx
                 .query_row("SELECT n, e FROM cards WHERE idu = ?1", [i64_of(r.idu, "IDU")?], |x| Ok((x.get(0)?, x.get(1)?)))
                 .optional()
                 .map_err(db_err)?;
@@ -870,7 +983,6 @@ impl Center {
                 report.card_signed += 1;
             }
         }
-        let tx = self.db.transaction().map_err(db_err)?;
         for r in &batch.entries {
             tx.execute(
                 "INSERT INTO services (idu, idt, date, month, charge, batch, record, su) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -892,7 +1004,6 @@ impl Center {
             params![batch.batch_id.to_vec(), idt_i, i64_of(batch.created, "time")?, i64_of(now, "time")?, batch.entries.len() as i64, signed.body, signed.sig],
         )
         .map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
         Ok(report)
     }
 
@@ -921,10 +1032,16 @@ impl Center {
     /// t per terminal; a count lower than the one held is refused (a replayed old report), and a
     /// troubled terminal's reports are refused (its t is frozen at the theft).
     pub fn record_tick(&mut self, report: &Signed, now: u64) -> std::result::Result<u64, Fail> {
+        let tx = self.db.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_err)?;
+        let t = Self::record_tick_in(&tx, report, now)?;
+        tx.commit().map_err(db_err)?;
+        Ok(t)
+    }
+
+    fn record_tick_in(tx: &Transaction, report: &Signed, now: u64) -> std::result::Result<u64, Fail> {
         let _ = now;
         let (idt, t, _at) = parse_tick_report(&report.body).map_err(|e| Error::malformed(e.0))?;
-        let row: Option<(Vec<u8>, u32, i64, String)> = self
-            .db
+        let row: Option<(Vec<u8>, u32, i64, String)> = tx
             .query_row("SELECT n, e, t, status FROM terminals WHERE idt = ?1", [i64_of(idt, "IDT")?], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
@@ -945,7 +1062,7 @@ impl Center {
         if (t as i64) < held {
             return Err(Fail::refused("tick report", format!("t = {t} is below the t = {held} already reported")));
         }
-        self.db.execute("UPDATE terminals SET t = ?2 WHERE idt = ?1", params![i64_of(idt, "IDT")?, t as i64]).map_err(db_err)?;
+        tx.execute("UPDATE terminals SET t = ?2 WHERE idt = ?1", params![i64_of(idt, "IDT")?, t as i64]).map_err(db_err)?;
         Ok(t)
     }
 

@@ -219,6 +219,43 @@ impl Channel {
     }
 }
 
+/// A sealed C <-> T message as it travels outside one process (the files of `terminal sync
+/// --upload / --upload-services / --lists` and `center ingest`): the sender's and receiver's IDs
+/// in clear (0 is the center) so the receiver knows which KT opens it, and the sealed message.
+/// Both IDs are also in the sealed message's authenticated header: changing them here makes
+/// it fail to open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub from: u64,
+    pub to: u64,
+    pub sealed: Vec<u8>,
+}
+
+impl Transfer {
+    pub fn encode(&self) -> Vec<u8> {
+        Encoder::new(Tag::SealedTransfer).u64(self.from).u64(self.to).bytes(&self.sealed).finish()
+    }
+
+    pub fn decode(b: &[u8]) -> std::result::Result<Self, Malformed> {
+        let f = Fields::open(b, Tag::SealedTransfer, 3, "sealed transfer")?;
+        let t = Transfer { from: f.u64(0, "sender")?, to: f.u64(1, "receiver")?, sealed: f.bytes(2).to_vec() };
+        t.msg_type()?;
+        Ok(t)
+    }
+
+    /// The message type in the sealed header (in clear, and authenticated): what the receiver
+    /// must open it as.
+    pub fn msg_type(&self) -> std::result::Result<u64, Malformed> {
+        sealed_type(&self.sealed)
+    }
+}
+
+/// The message type of a sealed message, read from its clear header without opening it.
+pub fn sealed_type(sealed: &[u8]) -> std::result::Result<u64, Malformed> {
+    let f = Fields::open(sealed, Tag::Sealed, 5, "sealed message")?;
+    f.u64(0, "type")
+}
+
 /// Fig. 8: the center (or the card dispenser it supplies) sends (KT, KO) or (KU, KO) to party
 /// `id` under the manufacturing key Ktemp.
 pub fn seal_first_delivery(ktemp: &SymKey, id: u64, key: &SymKey, ko: &SymKey) -> Result<Vec<u8>> {

@@ -13,6 +13,7 @@ use kessai::center::{Center, CenterConfig, DAY};
 use kessai::crypto::esign;
 use kessai::dispenser::{Dispenser, LoadFlow};
 use kessai::files::write_atomic;
+use kessai::channel::Transfer;
 use kessai::messages::{unix_now, Fail, Signed};
 use kessai::terminal::{CreditFlow, PayFlow, Terminal};
 use kessai::Error;
@@ -125,13 +126,17 @@ pub enum CenterCmd {
         #[arg(long, default_value_t = 1)]
         idc: u64,
     },
-    /// Fig. 9: ingest a terminal's upload of usage records (clone detection), or of service
-    /// records (2M6, Figs. 14-17: card signatures verified, filed per card for billing).
+    /// Fig. 9: ingest a terminal's sealed upload of usage records (clone detection), or of
+    /// service records (2M6, Figs. 14-17: card signatures verified, filed per card for
+    /// billing), or its sealed tick report (Fig. 11).
     Ingest {
         #[arg(long)]
         dir: PathBuf,
         #[arg(long)]
         batch: PathBuf,
+        /// Write the acknowledgement, sealed for the terminal, here (`terminal sync --ack`).
+        #[arg(long)]
+        ack: Option<PathBuf>,
     },
     /// Issue a new signed list bundle (after marking --lost cards).
     Lists {
@@ -140,9 +145,22 @@ pub enum CenterCmd {
         /// Report a card lost (repeatable).
         #[arg(long)]
         lost: Vec<u64>,
-        /// Also write the bundle here.
-        #[arg(long)]
+        /// Also write the bundle here, sealed for terminal --terminal.
+        #[arg(long, requires = "terminal")]
         out: Option<PathBuf>,
+        /// The terminal (IDT) the --out file is sealed for.
+        #[arg(long, requires = "out")]
+        terminal: Option<u64>,
+    },
+    /// Write the latest list bundle sealed under KT for one terminal (`terminal sync --lists`).
+    ExportLists {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The terminal's IDT.
+        #[arg(long)]
+        terminal: u64,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Terminals, cards, usage records, clones.
     Report {
@@ -164,9 +182,12 @@ pub enum CenterCmd {
         dir: PathBuf,
         /// The stolen terminal's IDT.
         idt: u64,
-        /// Also write the bundle here.
-        #[arg(long)]
+        /// Also write the bundle here, sealed for terminal --terminal.
+        #[arg(long, requires = "terminal")]
         out: Option<PathBuf>,
+        /// The terminal (IDT) the --out file is sealed for.
+        #[arg(long, requires = "out")]
+        terminal: Option<u64>,
     },
 }
 
@@ -245,16 +266,22 @@ pub enum TerminalCmd {
         /// A center directory on this machine: upload, acknowledge and fetch lists in one go.
         #[arg(long)]
         center: Option<PathBuf>,
-        /// Write the next batch to upload here (kept until --acked).
+        /// Write the next batch to upload here, sealed under KT (kept until acknowledged).
         #[arg(long)]
         upload: Option<PathBuf>,
-        /// Write the next batch of service records (2M6, credit cards) here (kept until --acked).
+        /// Write the next batch of service records (2M6, credit cards) here, sealed under KT
+        /// (kept until acknowledged).
         #[arg(long)]
         upload_services: Option<PathBuf>,
-        /// The center ingested this batch id (hex): drop it from the outbox.
+        /// The center's sealed acknowledgement (`center ingest --ack FILE`): drop that batch
+        /// from its outbox.
+        #[arg(long)]
+        ack: Option<PathBuf>,
+        /// The operator's word that the center ingested this batch id (hex): drop it from the
+        /// outbox that holds it.
         #[arg(long)]
         acked: Option<String>,
-        /// Load this list bundle file.
+        /// Load this sealed list bundle file (`center export-lists`, `center lists --out`).
         #[arg(long)]
         lists: Option<PathBuf>,
         #[command(flatten)]
@@ -302,7 +329,35 @@ fn settle<T>(r: Result<T, Fail>, json_ok: impl FnOnce(&T) -> (String, serde_json
 fn in_file(path: &Path) -> impl Fn(Fail) -> Fail + '_ {
     move |f| match f {
         Fail::Error(e) => Fail::Error(e.in_file(path)),
-        r => r,
+        Fail::Refused { step, reason } => Fail::Refused { step, reason: format!("{}: {reason}", path.display()) },
+    }
+}
+
+/// A sealed C <-> T file (docs/protocol.md, Fig. 8). Bytes that are no message at all are bad
+/// input (exit 2, naming the file); a clear signed message (the format before Fig. 8) is a
+/// message this end refuses to take unsealed (exit 1).
+fn read_transfer(path: &Path) -> kessai::Result<Result<Transfer, Fail>> {
+    let b = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    match Transfer::decode(&b) {
+        Ok(t) => Ok(Ok(t)),
+        Err(_) if Signed::from_bytes(&b, "signed message").is_ok() => Ok(Err(Fail::refused(
+            "cipher channel",
+            format!("{}: a clear (unsealed) message; center <-> terminal messages travel sealed under KT (Fig. 8)", path.display()),
+        ))),
+        Err(e) => Err(Error::input(path, format!("not a sealed center <-> terminal message: {e}"))),
+    }
+}
+
+/// Writes the latest list bundle sealed for terminal `idt` to `out`.
+fn export_lists(c: &mut Center, idt: u64, out: &Path) -> kessai::Result<Result<(), Fail>> {
+    match c.sealed_lists_for(idt) {
+        Ok(Some(sealed)) => {
+            write_atomic(out, &Transfer { from: 0, to: idt, sealed }.encode())?;
+            Ok(Ok(()))
+        }
+        Ok(None) => Err(Error::Store("no list bundle issued yet".into())),
+        Err(Fail::Refused { reason, .. }) => Err(Error::usage(format!("--terminal {idt}: {reason}"))),
+        Err(Fail::Error(e)) => Err(e),
     }
 }
 
@@ -395,9 +450,12 @@ pub fn center(cmd: CenterCmd) -> kessai::Result<Outcome> {
                 )
             })
         }
-        CenterCmd::Ingest { dir, batch } => {
+        CenterCmd::Ingest { dir, batch, ack } => {
             let mut c = Center::open(&dir)?;
-            let bytes = std::fs::read(&batch).map_err(|e| Error::io(&batch, e))?;
+            let transfer = match read_transfer(&batch)? {
+                Ok(t) => t,
+                Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
+            };
             // Fault injection for the crash test: die inside the transaction, before the commit.
             let mut hook = || {
                 if std::env::var("KESSAI_FAULT").as_deref() == Ok("ingest-before-commit") {
@@ -405,42 +463,73 @@ pub fn center(cmd: CenterCmd) -> kessai::Result<Outcome> {
                 }
                 Ok(())
             };
-            // A terminal's upload of service records (2M6) is told apart by its signed body's tag.
-            let is_service = Signed::from_bytes(&bytes, "batch")
-                .ok()
-                .and_then(|s| kessai::encoding::decode(&s.body).ok())
-                .is_some_and(|d| d.tag == kessai::encoding::Tag::ServiceBatch);
-            if is_service {
-                return settle(c.ingest_services(&bytes, now).map_err(in_file(&batch)), |r| {
+            let refuse = |reason: String| settle(Err::<(), _>(in_file(&batch)(Fail::refused("cipher channel", reason))), |_| unreachable!());
+            if transfer.to != 0 {
+                return refuse(format!("addressed to party {}, not to the center", transfer.to));
+            }
+            let idt = transfer.from;
+            let kind = transfer.msg_type().map_err(|e| Error::input(&batch, e.0))?;
+            use kessai::encoding::Tag;
+            // The message type in the sealed header (authenticated as associated data) says
+            // what the file holds: usage records, service records (2M6) or a tick report.
+            let acked = if kind == Tag::UsageBatch as u64 {
+                let r = c.ingest_sealed_with(idt, &transfer.sealed, now, &mut hook).map_err(in_file(&batch));
+                (r.as_ref().ok().map(|r| (Tag::UsageBatch, r.batch_id.clone())), settle(r, |r| {
+                    (
+                        format!(
+                            "batch {} from terminal {}: {} records{}{}",
+                            r.batch_id,
+                            r.idt,
+                            r.records,
+                            if r.duplicate { ", already ingested (counted once)" } else { "" },
+                            if r.clones.is_empty() { String::new() } else { format!(", COPIED CARDS {:?}", r.clones) }
+                        ),
+                        serde_json::to_value(r).expect("serializable"),
+                    )
+                }))
+            } else if kind == Tag::ServiceBatch as u64 {
+                let r = c.ingest_services_sealed(idt, &transfer.sealed, now).map_err(in_file(&batch));
+                (r.as_ref().ok().map(|r| (Tag::ServiceBatch, r.batch_id.clone())), settle(r, |r| {
                     (
                         format!("service batch {} from terminal {}: {} records, {} card-signed{}", r.batch_id, r.idt, r.records, r.card_signed, if r.duplicate { ", already ingested (counted once)" } else { "" }),
                         serde_json::to_value(r).expect("serializable"),
                     )
-                });
+                }))
+            } else if kind == Tag::TickReport as u64 {
+                let r = c.record_tick_sealed(idt, &transfer.sealed, now).map_err(in_file(&batch));
+                (None, settle(r, |t| (format!("terminal {idt}: t = {t}"), json!({"idt": idt, "t": t}))))
+            } else {
+                return refuse(format!("a sealed message of type {kind:#x}, not an upload"));
+            };
+            let (acked, mut outcome) = (acked.0, acked.1?);
+            if let (Some(path), Some((tag, id))) = (&ack, acked) {
+                let id: [u8; 16] = hex::decode(&id).ok().and_then(|v| v.try_into().ok()).expect("a batch id is 16 octets");
+                let sealed = c.sealed_ack(idt, tag, &id).map_err(|f| match f {
+                    Fail::Error(e) => e,
+                    r => Error::Store(r.to_string()),
+                })?;
+                write_atomic(path, &Transfer { from: 0, to: idt, sealed }.encode())?;
+                outcome.text.push_str(&format!("; acknowledgement written to {}", path.display()));
+                outcome.json["ack"] = json!(path);
             }
-            settle(c.ingest_with(&bytes, now, &mut hook).map_err(in_file(&batch)), |r| {
-                (
-                    format!(
-                        "batch {} from terminal {}: {} records{}{}",
-                        r.batch_id,
-                        r.idt,
-                        r.records,
-                        if r.duplicate { ", already ingested (counted once)" } else { "" },
-                        if r.clones.is_empty() { String::new() } else { format!(", COPIED CARDS {:?}", r.clones) }
-                    ),
-                    serde_json::to_value(r).expect("serializable"),
-                )
-            })
+            Ok(outcome)
         }
-        CenterCmd::Lists { dir, lost, out } => {
+        CenterCmd::Lists { dir, lost, out, terminal } => {
             let mut c = Center::open(&dir)?;
+            if let Some(idt) = terminal {
+                if !c.terminals()?.iter().any(|(t, _, _)| *t == idt) {
+                    return Err(Error::usage(format!("--terminal {idt}: no such terminal at this center")));
+                }
+            }
             for idu in &lost {
                 c.report_lost(*idu)?;
             }
             let signed = c.issue_lists(now)?;
             let b = kessai::messages::ListBundle::parse(&signed.body).map_err(Error::from)?;
-            if let Some(out) = &out {
-                write_atomic(out, &signed.to_bytes())?;
+            if let (Some(out), Some(idt)) = (&out, terminal) {
+                if let Err(f) = export_lists(&mut c, idt, out)? {
+                    return settle(Err::<(), _>(f), |_| unreachable!());
+                }
             }
             Ok(ok(
                 format!(
@@ -470,13 +559,31 @@ pub fn center(cmd: CenterCmd) -> kessai::Result<Outcome> {
                 json!({"old_index": old, "new_index": m.index, "old_valid_until": until, "bits": m.key.modulus_bits()}),
             ))
         }
-        CenterCmd::ReportStolen { dir, idt, out } => {
+        CenterCmd::ExportLists { dir, terminal, out } => {
             let mut c = Center::open(&dir)?;
+            if let Err(f) = export_lists(&mut c, terminal, &out)? {
+                return settle(Err::<(), _>(f), |_| unreachable!());
+            }
+            let v = c.report()?.list_version;
+            Ok(ok(
+                format!("list version {} sealed for terminal {terminal}, written to {}", v.map_or("-".into(), |v| v.to_string()), out.display()),
+                json!({"version": v, "terminal": terminal, "out": out}),
+            ))
+        }
+        CenterCmd::ReportStolen { dir, idt, out, terminal } => {
+            let mut c = Center::open(&dir)?;
+            if let Some(to) = terminal {
+                if !c.terminals()?.iter().any(|(t, _, _)| *t == to) {
+                    return Err(Error::usage(format!("--terminal {to}: no such terminal at this center")));
+                }
+            }
             let t = c.report_stolen(idt)?;
             let signed = c.issue_lists(now)?;
             let b = kessai::messages::ListBundle::parse(&signed.body).map_err(Error::from)?;
-            if let Some(out) = &out {
-                write_atomic(out, &signed.to_bytes())?;
+            if let (Some(out), Some(to)) = (&out, terminal) {
+                if let Err(f) = export_lists(&mut c, to, out)? {
+                    return settle(Err::<(), _>(f), |_| unreachable!());
+                }
             }
             Ok(ok(
                 format!(
@@ -607,8 +714,8 @@ pub fn terminal(cmd: TerminalCmd) -> kessai::Result<Outcome> {
             let reported = match &center {
                 Some(cdir) => {
                     let mut c = Center::open(cdir)?;
-                    let report = t.tick_report(now)?;
-                    if let Err(f) = c.record_tick(&report, now) {
+                    let r = t.sealed_tick_report(now).and_then(|sealed| c.record_tick_sealed(t.idt(), &sealed, now));
+                    if let Err(f) = r {
                         return settle(Err::<(), _>(f), |_| unreachable!());
                     }
                     true
@@ -620,9 +727,11 @@ pub fn terminal(cmd: TerminalCmd) -> kessai::Result<Outcome> {
                 json!({"idt": t.idt(), "t": new_t, "reported": reported}),
             ))
         }
-        TerminalCmd::Sync { dir, center, upload, upload_services, acked, lists, backend } => {
-            if center.is_none() && upload.is_none() && upload_services.is_none() && acked.is_none() && lists.is_none() {
-                return Err(Error::usage("terminal sync: give --center DIR, or --upload FILE / --upload-services FILE / --acked ID / --lists FILE"));
+        TerminalCmd::Sync { dir, center, upload, upload_services, ack, acked, lists, backend } => {
+            if center.is_none() && upload.is_none() && upload_services.is_none() && ack.is_none() && acked.is_none() && lists.is_none() {
+                return Err(Error::usage(
+                    "terminal sync: give --center DIR, or --upload FILE / --upload-services FILE / --ack FILE / --acked ID / --lists FILE",
+                ));
             }
             let acked = acked
                 .map(|a| {
@@ -632,49 +741,72 @@ pub fn terminal(cmd: TerminalCmd) -> kessai::Result<Outcome> {
                         .ok_or_else(|| Error::usage(format!("--acked {a:?}: expected a batch id of 32 hex digits")))
                 })
                 .transpose()?;
-            let lists_bundle = lists
-                .as_ref()
-                .map(|p| {
-                    let b = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-                    Signed::from_bytes(&b, "list bundle").map_err(|e| Error::input(p, e.0))
-                })
-                .transpose()?;
+            // Sealed files are read (and bad input refused, exit 2) before anything changes.
+            let mut inbound = Vec::new();
+            for p in [&ack, &lists].into_iter().flatten() {
+                match read_transfer(p)? {
+                    Ok(tr) => inbound.push((p.clone(), tr)),
+                    Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
+                }
+            }
             let accel = open_backend(&backend)?;
             let mut t = match Terminal::open(&dir, accel) {
                 Ok(t) => t,
                 Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
             };
+            for (p, tr) in &inbound {
+                if tr.from != 0 || tr.to != t.idt() {
+                    let f = Fail::refused("cipher channel", format!("from party {} to terminal {}, this is terminal {}", tr.from, tr.to, t.idt()));
+                    return settle(Err::<(), _>(in_file(p)(f)), |_| unreachable!());
+                }
+            }
             let mut out = json!({"idt": t.idt()});
             let mut text = Vec::new();
             if let Some(id) = acked {
-                t.ack_batch(&id)?;
-                t.ack_service_batch(&id)?;
-                text.push(format!("batch {} acknowledged", hex::encode(id)));
-                out["acked"] = json!(hex::encode(id));
-            }
-            if let Some(path) = &upload {
-                match t.export_batch(now)? {
-                    Some((id, bytes)) => {
-                        write_atomic(path, &bytes)?;
-                        text.push(format!("batch {} written to {}", hex::encode(id), path.display()));
-                        out["upload"] = json!({"batch_id": hex::encode(id), "file": path});
+                // Only the outbox that holds the batch: a usage batch and a service batch are
+                // acknowledged separately, and an id in neither is a mistake worth an exit 2.
+                let kind = match t.outbox_kind(&id)? {
+                    Some(kessai::encoding::Tag::UsageBatch) => {
+                        t.ack_batch(&id)?;
+                        "usage"
                     }
-                    None => text.push("no usage records to upload".into()),
+                    Some(_) => {
+                        t.ack_service_batch(&id)?;
+                        "service"
+                    }
+                    None => return Err(Error::usage(format!("--acked {}: no batch with that id awaits acknowledgement", hex::encode(id)))),
+                };
+                text.push(format!("{kind} batch {} acknowledged", hex::encode(id)));
+                out["acked"] = json!({"batch_id": hex::encode(id), "kind": kind});
+            }
+            if let Some(p) = &ack {
+                let tr = &inbound.iter().find(|(q, _)| q == p).expect("read above").1;
+                match t.accept_sealed_ack(&tr.sealed).map_err(in_file(p)) {
+                    Ok((tag, id)) => {
+                        let kind = if tag == kessai::encoding::Tag::UsageBatch { "usage" } else { "service" };
+                        text.push(format!("{kind} batch {} acknowledged by the center", hex::encode(id)));
+                        out["ack"] = json!({"batch_id": hex::encode(id), "kind": kind});
+                    }
+                    Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
                 }
             }
-            if let Some(path) = &upload_services {
-                match t.export_service_batch(now)? {
-                    Some((id, bytes)) => {
-                        write_atomic(path, &bytes)?;
-                        text.push(format!("service batch {} written to {}", hex::encode(id), path.display()));
-                        out["upload_services"] = json!({"batch_id": hex::encode(id), "file": path});
+            for (path, services) in [(&upload, false), (&upload_services, true)] {
+                let Some(path) = path else { continue };
+                let r = if services { t.export_sealed_service_batch(now) } else { t.export_sealed_batch(now) };
+                let what = if services { "service batch" } else { "batch" };
+                match r {
+                    Ok(Some((id, sealed))) => {
+                        write_atomic(path, &Transfer { from: t.idt(), to: 0, sealed }.encode())?;
+                        text.push(format!("{what} {} sealed and written to {}", hex::encode(id), path.display()));
+                        out[if services { "upload_services" } else { "upload" }] = json!({"batch_id": hex::encode(id), "file": path});
                     }
-                    None => text.push("no service records to upload".into()),
+                    Ok(None) => text.push(format!("no {} records to upload", if services { "service" } else { "usage" })),
+                    Err(f) => return settle(Err::<(), _>(f), |_| unreachable!()),
                 }
             }
-            if let Some(signed) = &lists_bundle {
-                let p = lists.as_ref().expect("given");
-                match t.load_lists(signed, now).map_err(in_file(p)) {
+            if let Some(p) = &lists {
+                let tr = &inbound.iter().find(|(q, _)| q == p).expect("read above").1;
+                match t.load_sealed_lists(&tr.sealed, now).map_err(in_file(p)) {
                     Ok(l) => {
                         text.push(format!("list version {} loaded into the accelerator ({} cards)", l.version, l.cards));
                         out["lists"] = serde_json::to_value(&l).expect("serializable");
@@ -994,10 +1126,13 @@ fn run_demo(d: &mut Demo, dir: &Path, bits: usize, accel: &mut Option<Box<dyn Ac
             .map_err(|e| e.to_string())
     });
     let r = with_terminal(accel, &tb, |t| {
-        let (id, bytes) = t.export_batch(now)?.ok_or_else(|| Fail::refused("upload", "nothing to upload"))?;
-        let first = center.ingest(&bytes, now)?;
-        let again = center.ingest(&bytes, now)?;
-        t.ack_batch(&id)?;
+        // Sealed under KT; the retry is the same batch sealed again (a new counter).
+        let (id, bytes) = t.export_sealed_batch(now)?.ok_or_else(|| Fail::refused("upload", "nothing to upload"))?;
+        let first = center.ingest_sealed(t.idt(), &bytes, now)?;
+        let (_, retry) = t.export_sealed_batch(now)?.ok_or_else(|| Fail::refused("upload", "batch left the outbox"))?;
+        let again = center.ingest_sealed(t.idt(), &retry, now)?;
+        let ack = center.sealed_ack(t.idt(), kessai::encoding::Tag::UsageBatch, &id)?;
+        t.accept_sealed_ack(&ack)?;
         Ok((first, again))
     });
     let idu1 = CardClient::new(&mut card1).status().ok().and_then(|s| s.idu).unwrap_or(0);

@@ -112,6 +112,15 @@ pub enum Tag {
     ApduSmResponse = 0x7F23,
     /// OPEN SESSION answer: IDU, the card's random.
     ApduSession = 0x7F24,
+    /// A sealed C <-> T message as it travels (a file, a link): sender ID, receiver ID (0: the
+    /// center), the [`Tag::Sealed`] message. Both IDs are also in the authenticated header.
+    SealedTransfer = 0x7F25,
+    /// The center's acknowledgement of an upload (C -> T, sealed): the batch's tag
+    /// ([`Tag::UsageBatch`] or [`Tag::ServiceBatch`]), the batch id.
+    UploadAck = 0x7F26,
+    /// What a terminal needs to follow master key rollovers (C -> T, sealed): its certificate
+    /// under the current key, then the signed announcements, oldest first.
+    RolloverDelivery = 0x7F27,
 }
 
 impl Tag {
@@ -172,6 +181,9 @@ impl Tag {
             ApduSmCommand,
             ApduSmResponse,
             ApduSession,
+            SealedTransfer,
+            UploadAck,
+            RolloverDelivery,
         ]
         .into_iter()
         .find(|t| *t as u16 == v)

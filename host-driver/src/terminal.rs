@@ -836,70 +836,126 @@ impl Terminal {
         write_atomic_private(&self.dir.join(CHANNEL_FILE), &serde_json::to_vec(&next).expect("serializable"))
     }
 
+    /// This terminal's end of the C <-> T channel, or a refusal for a terminal installed
+    /// before Fig. 8 (no KT): every C <-> T message is sealed, there is no clear path.
+    fn require_channel(&self) -> std::result::Result<(ChannelFile, crate::channel::Channel), Fail> {
+        self.channel()?.ok_or_else(|| Fail::refused("cipher channel", "this terminal holds no KT (installed before Fig. 8); re-enroll it"))
+    }
+
+    /// Seals `plaintext` as a message of type `tag` for the center under KT (T -> C); the send
+    /// counter is written (atomically) before the message leaves.
+    pub fn seal_to_center(&mut self, tag: crate::encoding::Tag, plaintext: &[u8]) -> std::result::Result<Vec<u8>, Fail> {
+        let (f, mut ch) = self.require_channel()?;
+        let sealed = ch.seal(tag, plaintext)?;
+        self.save_channel(&f, &ch)?;
+        Ok(sealed)
+    }
+
+    /// Opens a message of type `tag` from the center: authenticated under KT with this type,
+    /// direction and pair of IDs, and a counter not seen before. Nothing is written: the
+    /// caller saves the returned channel once it has accepted the message, so a refused
+    /// message changes nothing.
+    fn open_from_center(
+        &self,
+        tag: crate::encoding::Tag,
+        sealed: &[u8],
+    ) -> std::result::Result<(ChannelFile, crate::channel::Channel, Vec<u8>), Fail> {
+        let (f, mut ch) = self.require_channel()?;
+        let plain = ch.open(tag, sealed).map_err(|e| Fail::refused("cipher channel", e.to_string()))?;
+        Ok((f, ch, plain))
+    }
+
     /// A list bundle sealed by the center under KT (Fig. 8): refused if it does not
-    /// authenticate or is a replay; then as [`Terminal::load_lists`].
+    /// authenticate or is a replay (the lists held are then unchanged); then as
+    /// [`Terminal::load_lists`], and the counter is recorded once the bundle is loaded.
     pub fn load_sealed_lists(&mut self, sealed: &[u8], now: u64) -> std::result::Result<ListsLoaded, Fail> {
-        let Some((f, mut ch)) = self.channel()? else {
-            return Err(Fail::refused("cipher channel", "this terminal holds no KT"));
-        };
-        let plain = ch.open(crate::encoding::Tag::ListBundle, sealed).map_err(|e| Fail::refused("cipher channel", e.to_string()))?;
-        self.save_channel(&f, &ch)?;
+        let (f, ch, plain) = self.open_from_center(crate::encoding::Tag::ListBundle, sealed)?;
         let signed = Signed::from_bytes(&plain, "list bundle").map_err(|e| Error::malformed(e.0))?;
-        self.load_lists(&signed, now)
-    }
-
-    /// The next upload sealed under KT (T -> C), or `None` if nothing is pending.
-    pub fn export_sealed_batch(&mut self, now: u64) -> std::result::Result<Option<([u8; 16], Vec<u8>)>, Fail> {
-        let Some((f, mut ch)) = self.channel()? else {
-            return Err(Fail::refused("cipher channel", "this terminal holds no KT"));
-        };
-        let Some((id, bytes)) = self.export_batch(now)? else { return Ok(None) };
-        let sealed = ch.seal(crate::encoding::Tag::UsageBatch, &bytes)?;
+        let loaded = self.load_lists(&signed, now)?;
         self.save_channel(&f, &ch)?;
-        Ok(Some((id, sealed)))
+        Ok(loaded)
     }
 
-    /// Uploads every pending record to `center`, then loads the center's latest list bundle if
-    /// it is newer than the one held. With KT (every terminal installed since Fig. 8), uploads
-    /// and the bundle travel sealed.
-    pub fn sync_with(&mut self, center: &mut Center, now: u64) -> std::result::Result<SyncReport, Fail> {
-        let mut uploaded = Vec::new();
-        center.record_tick(&self.tick_report(now)?, now)?;
-        if let Some((chain, cert)) = center.rollover_for(self.idt, self.master.index)? {
-            self.accept_rollover(&chain, cert, now)?;
-        }
-        let sealed = self.channel()?.is_some();
-        loop {
-            let (id, report) = if sealed {
-                let Some((id, bytes)) = self.export_sealed_batch(now)? else { break };
-                (id, center.ingest_sealed(self.idt, &bytes, now)?)
-            } else {
-                let Some((id, bytes)) = self.export_batch(now)? else { break };
-                (id, center.ingest(&bytes, now)?)
-            };
+    /// The center's sealed acknowledgement of an upload: the batch leaves the outbox of its
+    /// kind (usage or service records) only. Returns the kind and the batch id.
+    pub fn accept_sealed_ack(&mut self, sealed: &[u8]) -> std::result::Result<(crate::encoding::Tag, [u8; 16]), Fail> {
+        use crate::encoding::Tag;
+        let (f, ch, plain) = self.open_from_center(Tag::UploadAck, sealed)?;
+        let fields = Fields::open(&plain, Tag::UploadAck, 2, "upload acknowledgement").map_err(|e| Error::malformed(e.0))?;
+        let kind = fields.u64(0, "batch kind").map_err(|e| Error::malformed(e.0))?;
+        let id: [u8; 16] = fields.fixed(1, "batch id").map_err(|e| Error::malformed(e.0))?;
+        let kind = if kind == Tag::UsageBatch as u64 {
             self.ack_batch(&id)?;
+            Tag::UsageBatch
+        } else if kind == Tag::ServiceBatch as u64 {
+            self.ack_service_batch(&id)?;
+            Tag::ServiceBatch
+        } else {
+            return Err(Error::malformed(format!("upload acknowledgement of batch kind {kind:#x}")).into());
+        };
+        self.save_channel(&f, &ch)?;
+        Ok((kind, id))
+    }
+
+    /// A rollover delivery sealed by the center (see [`Center::sealed_rollover_for`]): opened,
+    /// then as [`Terminal::accept_rollover`].
+    pub fn accept_sealed_rollover(&mut self, sealed: &[u8], now: u64) -> std::result::Result<u32, Fail> {
+        use crate::encoding::Tag;
+        let (f, ch, plain) = self.open_from_center(Tag::RolloverDelivery, sealed)?;
+        let fields = Fields::open_min(&plain, Tag::RolloverDelivery, 1, "rollover delivery").map_err(|e| Error::malformed(e.0))?;
+        let cert = Certificate::from_bytes(Subject::Terminal, fields.bytes(0)).map_err(|e| Error::malformed(e.0))?;
+        let chain = (1..fields.len())
+            .map(|i| Signed::from_bytes(fields.bytes(i), "rollover announcement"))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::malformed(e.0))?;
+        let index = self.accept_rollover(&chain, cert, now)?;
+        self.save_channel(&f, &ch)?;
+        Ok(index)
+    }
+
+    /// The next upload sealed under KT (T -> C), or `None` if nothing is pending. A batch
+    /// awaiting acknowledgement is sealed again (same batch id, new counter and nonce), so a
+    /// lost upload can be retried and the center counts it once.
+    pub fn export_sealed_batch(&mut self, now: u64) -> std::result::Result<Option<([u8; 16], Vec<u8>)>, Fail> {
+        self.require_channel()?;
+        let Some((id, bytes)) = self.export_batch(now)? else { return Ok(None) };
+        Ok(Some((id, self.seal_to_center(crate::encoding::Tag::UsageBatch, &bytes)?)))
+    }
+
+    /// ST(IDT * t * now) sealed under KT (T -> C).
+    pub fn sealed_tick_report(&mut self, now: u64) -> std::result::Result<Vec<u8>, Fail> {
+        let report = self.tick_report(now)?;
+        self.seal_to_center(crate::encoding::Tag::TickReport, &report.to_bytes())
+    }
+
+    /// Reports t, follows any rollover, uploads every pending record to `center`, then loads
+    /// the center's latest list bundle if it is newer than the one held. Every message travels
+    /// sealed under KT (Fig. 8), the acknowledgements included.
+    pub fn sync_with(&mut self, center: &mut Center, now: u64) -> std::result::Result<SyncReport, Fail> {
+        use crate::encoding::Tag;
+        self.require_channel()?;
+        let mut uploaded = Vec::new();
+        let tick = self.sealed_tick_report(now)?;
+        center.record_tick_sealed(self.idt, &tick, now)?;
+        if let Some(sealed) = center.sealed_rollover_for(self.idt, self.master.index)? {
+            self.accept_sealed_rollover(&sealed, now)?;
+        }
+        while let Some((id, bytes)) = self.export_sealed_batch(now)? {
+            let report = center.ingest_sealed(self.idt, &bytes, now)?;
+            let ack = center.sealed_ack(self.idt, Tag::UsageBatch, &id)?;
+            self.accept_sealed_ack(&ack)?;
             uploaded.push(report);
         }
         let mut lists = None;
-        if sealed {
-            if let Some(bytes) = center.sealed_lists_for(self.idt)? {
-                // Opened (authenticated, counter recorded) first; the version check follows.
-                let Some((f, mut ch)) = self.channel()? else { unreachable!("checked above") };
-                let plain = ch.open(crate::encoding::Tag::ListBundle, &bytes).map_err(|e| Fail::refused("cipher channel", e.to_string()))?;
-                self.save_channel(&f, &ch)?;
-                let signed = Signed::from_bytes(&plain, "list bundle").map_err(|e| Error::malformed(e.0))?;
-                let version = ListBundle::parse(&signed.body).map_err(|e| Error::malformed(e.0))?.version;
-                if self.list_version().is_none_or(|v| version > v) {
-                    lists = Some(self.load_lists(&signed, now)?);
-                }
-            }
-            return Ok(SyncReport { uploaded, lists, list_version: self.list_version() });
-        }
-        if let Some(signed) = center.latest_lists()? {
+        if let Some(bytes) = center.sealed_lists_for(self.idt)? {
+            // Opened (authenticated, counter checked) first; the version check follows.
+            let (f, ch, plain) = self.open_from_center(Tag::ListBundle, &bytes)?;
+            let signed = Signed::from_bytes(&plain, "list bundle").map_err(|e| Error::malformed(e.0))?;
             let version = ListBundle::parse(&signed.body).map_err(|e| Error::malformed(e.0))?.version;
             if self.list_version().is_none_or(|v| version > v) {
                 lists = Some(self.load_lists(&signed, now)?);
             }
+            self.save_channel(&f, &ch)?;
         }
         Ok(SyncReport { uploaded, lists, list_version: self.list_version() })
     }
@@ -1130,13 +1186,37 @@ impl Terminal {
         write_json(&path, &file)
     }
 
-    /// Uploads 2M6 to the center (once or twice a day, or when polled).
+    /// The next upload of 2M6 sealed under KT (T -> C), as [`Terminal::export_sealed_batch`].
+    pub fn export_sealed_service_batch(&mut self, now: u64) -> std::result::Result<Option<([u8; 16], Vec<u8>)>, Fail> {
+        self.require_channel()?;
+        let Some((id, bytes)) = self.export_service_batch(now)? else { return Ok(None) };
+        Ok(Some((id, self.seal_to_center(crate::encoding::Tag::ServiceBatch, &bytes)?)))
+    }
+
+    /// Uploads 2M6 to the center (once or twice a day, or when polled), sealed under KT; each
+    /// batch leaves the outbox on the center's sealed acknowledgement.
     pub fn upload_services(&mut self, center: &mut Center, now: u64) -> std::result::Result<Vec<crate::center::ServiceIngest>, Fail> {
         let mut out = Vec::new();
-        while let Some((id, bytes)) = self.export_service_batch(now)? {
-            out.push(center.ingest_services(&bytes, now)?);
-            self.ack_service_batch(&id)?;
+        while let Some((id, bytes)) = self.export_sealed_service_batch(now)? {
+            out.push(center.ingest_services_sealed(self.idt, &bytes, now)?);
+            let ack = center.sealed_ack(self.idt, crate::encoding::Tag::ServiceBatch, &id)?;
+            self.accept_sealed_ack(&ack)?;
         }
         Ok(out)
+    }
+
+    /// Is `batch_id` in the outbox of usage records, of service records, or neither?
+    pub fn outbox_kind(&self, batch_id: &[u8; 16]) -> Result<Option<crate::encoding::Tag>> {
+        if self.usage.outbox.iter().any(|b| &b.batch_id == batch_id) {
+            return Ok(Some(crate::encoding::Tag::UsageBatch));
+        }
+        let path = self.dir.join(SERVICE_FILE);
+        if path.exists() {
+            let f: ServiceFile = read_json(&path)?;
+            if f.outbox.iter().any(|b| &b.batch_id == batch_id) {
+                return Ok(Some(crate::encoding::Tag::ServiceBatch));
+            }
+        }
+        Ok(None)
     }
 }

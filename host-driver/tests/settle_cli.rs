@@ -97,11 +97,13 @@ fn center_terminal_and_card_commands() {
 
     // Lost card: list out to a file, loaded by the terminal, card refused.
     let idu = card["idu"].as_u64().unwrap().to_string();
-    ok(&["center", "lists", "--dir", &c, "--lost", &idu, "--out", &d.p("lists.bin")]);
+    // --out needs the terminal it is sealed for.
+    assert_eq!(code(&kessai(&["center", "lists", "--dir", &c, "--out", &d.p("lists.bin")])), 2);
+    ok(&["center", "lists", "--dir", &c, "--lost", &idu, "--out", &d.p("lists.bin"), "--terminal", "1"]);
     let s = ok(&["terminal", "sync", "--dir", &ta, "--lists", &d.p("lists.bin")]);
     assert_eq!(s["lists"]["version"], 2);
     let o = kessai(&["terminal", "sync", "--dir", &ta, "--lists", &d.p("lists.bin")]);
-    assert_eq!(code(&o), 1, "an old bundle is refused: {}", out(&o));
+    assert_eq!(code(&o), 1, "a replayed bundle is refused: {}", out(&o));
     let o = kessai(&["terminal", "pay", "--dir", &ta, "--card", &u, "--amount", "1"]);
     assert_eq!(code(&o), 1, "{}", out(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("reported lost"), "{}", out(&o));
@@ -120,7 +122,8 @@ fn a_center_killed_in_the_middle_of_an_ingest_loses_nothing() {
     let b1 = ok(&["terminal", "sync", "--dir", &ta, "--upload", &d.p("b1")]);
     let id1 = b1["upload"]["batch_id"].as_str().unwrap().to_string();
     ok(&["center", "ingest", "--dir", &c, "--batch", &d.p("b1")]);
-    ok(&["terminal", "sync", "--dir", &ta, "--acked", &id1]);
+    let a = ok(&["terminal", "sync", "--dir", &ta, "--acked", &id1]);
+    assert_eq!(a["acked"]["kind"], "usage");
     ok(&["terminal", "pay", "--dir", &ta, "--card", &u, "--amount", "2"]);
     ok(&["terminal", "pay", "--dir", &ta, "--card", &u, "--amount", "3"]);
     ok(&["terminal", "sync", "--dir", &ta, "--upload", &d.p("b2")]);
@@ -135,9 +138,14 @@ fn a_center_killed_in_the_middle_of_an_ingest_loses_nothing() {
 
     let r = ok(&["center", "report", "--dir", &c]);
     assert_eq!((r["batches"].as_u64(), r["usage_records"].as_u64()), (Some(1), Some(1)), "batch 1 whole, batch 2 absent");
+    // The crash recorded nothing, not even the sealed message's counter: the same file goes in.
     let i = ok(&["center", "ingest", "--dir", &c, "--batch", &d.p("b2")]);
     assert_eq!((i["duplicate"].as_bool(), i["records"].as_u64()), (Some(false), Some(2)));
-    let i = ok(&["center", "ingest", "--dir", &c, "--batch", &d.p("b2")]);
+    // The same ciphertext again is a replay (refused, exit 1); the terminal's retry seals the
+    // same batch again, and that is counted once.
+    fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("b2")], 1, "replayed");
+    ok(&["terminal", "sync", "--dir", &ta, "--upload", &d.p("b2-retry")]);
+    let i = ok(&["center", "ingest", "--dir", &c, "--batch", &d.p("b2-retry")]);
     assert_eq!(i["duplicate"], true, "a re-upload is counted once");
     let r = ok(&["center", "report", "--dir", &c]);
     assert_eq!((r["batches"].as_u64(), r["usage_records"].as_u64()), (Some(2), Some(3)));
@@ -204,16 +212,22 @@ fn credit_card_commands() {
     // Upload 2M6 through a file, the center verifies SU(M * IDU) and bills.
     let up = ok(&["terminal", "sync", "--dir", &ta, "--upload-services", &d.p("s1")]);
     let id = up["upload_services"]["batch_id"].as_str().unwrap().to_string();
-    // An altered record is refused at the center (exit 1) and nothing is billed.
+    // The file is sealed under KT: the charge is not in it in clear.
+    assert!(!bytes(&d.p("s1")).windows(8).any(|w| w == 2500u64.to_be_bytes()), "service records travel encrypted");
+    // An altered upload is refused at the center (exit 1, naming the file) and nothing is billed.
     let mut bad = bytes(&d.p("s1"));
-    let at = bad.windows(8).position(|w| w == 2500u64.to_be_bytes()).unwrap();
-    bad[at + 7] ^= 1;
+    let n = bad.len();
+    bad[n - 20] ^= 1;
     std::fs::write(d.p("s1-bad"), &bad).unwrap();
-    fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("s1-bad")], 1, "refused");
+    let err = fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("s1-bad")], 1, "authentication failed");
+    assert!(err.contains("s1-bad"), "{err}");
     assert!(ok(&["center", "report", "--dir", &c])["monthly"].as_array().unwrap().is_empty());
-    let i = ok(&["center", "ingest", "--dir", &c, "--batch", &d.p("s1")]);
+    let i = ok(&["center", "ingest", "--dir", &c, "--batch", &d.p("s1"), "--ack", &d.p("s1-ack")]);
     assert_eq!((i["records"].as_u64(), i["card_signed"].as_u64()), (Some(2), Some(1)));
-    ok(&["terminal", "sync", "--dir", &ta, "--acked", &id]);
+    fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("s1")], 1, "replayed");
+    let a = ok(&["terminal", "sync", "--dir", &ta, "--ack", &d.p("s1-ack")]);
+    assert_eq!((a["ack"]["batch_id"].as_str(), a["ack"]["kind"].as_str()), (Some(id.as_str()), Some("service")));
+    fails(&["terminal", "sync", "--dir", &ta, "--ack", &d.p("s1-ack")], 1, "replayed");
     let r = ok(&["center", "report", "--dir", &c]);
     let m = &r["monthly"][0];
     assert_eq!((m["idu"].as_u64().unwrap().to_string(), m["total"].as_u64(), m["services"].as_u64()), (idu.clone(), Some(2800), Some(2)));
@@ -238,4 +252,132 @@ fn keyless_card_commands() {
     assert_eq!((p["flow"].as_str(), p["v_after"].as_u64(), p["checks"].as_u64()), (Some("fig10"), Some(900), Some(2)));
     fails(&["center", "load", "--dir", &c, "--card", &u, "--amount", "5"], 1, "no signing key");
     assert_eq!(ok(&["center", "load", "--dir", &c, "--card", &u, "--amount", "5", "--flow", "fig4c"])["v_new"], 905);
+}
+
+/// Fig. 8 on the file-based C <-> T path: uploads, acknowledgements and list bundles are sealed
+/// envelopes under KT. A tampered or replayed file is refused (exit 1, one line naming the file
+/// and the reason) and changes nothing; a file that is no message is bad input (exit 2); a
+/// clear signed file is refused.
+#[test]
+fn sealed_file_transfers_between_center_and_terminal() {
+    let d = Dir::new("sealed");
+    let (c, ta, tb, u) = (d.p("center"), d.p("ta"), d.p("tb"), d.p("u.eeprom"));
+    ok(&["center", "init", "--dir", &c, "--bits", "1536"]);
+    ok(&["center", "enroll-terminal", "--dir", &c, "--terminal-dir", &ta]);
+    ok(&["center", "enroll-terminal", "--dir", &c, "--terminal-dir", &tb]);
+    let card = ok(&["center", "issue-card", "--dir", &c, "--card", &u, "--value", "1000"]);
+    let idu = card["idu"].as_u64().unwrap();
+    ok(&["terminal", "pay", "--dir", &ta, "--card", &u, "--amount", "7"]);
+    let up = ok(&["terminal", "sync", "--dir", &ta, "--upload", &d.p("b1")]);
+    let id = up["upload"]["batch_id"].as_str().unwrap().to_string();
+    assert!(!bytes(&d.p("b1")).windows(8).any(|w| w == idu.to_be_bytes()), "usage records travel encrypted");
+    let report = |k: &str| ok(&["center", "report", "--dir", &c])[k].as_u64().unwrap();
+
+    // Tampered: refused, nothing ingested.
+    let mut bad = bytes(&d.p("b1"));
+    let n = bad.len();
+    bad[n - 1] ^= 0x80;
+    std::fs::write(d.p("b1-bad"), &bad).unwrap();
+    let err = fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("b1-bad")], 1, "authentication failed");
+    assert!(err.contains("b1-bad"), "{err}");
+    assert_eq!(report("usage_records"), 0);
+    // Bad input: not a message at all (exit 2), a truncated envelope (exit 2).
+    std::fs::write(d.p("junk"), b"not a batch").unwrap();
+    fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("junk")], 2, "junk");
+    std::fs::write(d.p("b1-short"), &bytes(&d.p("b1"))[..40]).unwrap();
+    fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("b1-short")], 2, "b1-short");
+    // The round trip: ingest with a sealed acknowledgement, which the terminal takes.
+    let i = ok(&["center", "ingest", "--dir", &c, "--batch", &d.p("b1"), "--ack", &d.p("a1")]);
+    assert_eq!((i["records"].as_u64(), i["duplicate"].as_bool()), (Some(1), Some(false)));
+    assert_eq!(report("usage_records"), 1);
+    // Replayed (every command is a fresh center process: the window is in its database).
+    let err = fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("b1")], 1, "replayed");
+    assert!(err.contains("b1"), "{err}");
+    assert_eq!((report("batches"), report("usage_records")), (1, 1));
+    // The acknowledgement: tampered refused (outbox kept), then taken, then a replay refused.
+    let mut bad = bytes(&d.p("a1"));
+    let n = bad.len();
+    bad[n - 2] ^= 1;
+    std::fs::write(d.p("a1-bad"), &bad).unwrap();
+    fails(&["terminal", "sync", "--dir", &ta, "--ack", &d.p("a1-bad")], 1, "authentication failed");
+    let again = ok(&["terminal", "sync", "--dir", &ta, "--upload", &d.p("b1-retry")]);
+    assert_eq!(again["upload"]["batch_id"].as_str(), Some(id.as_str()), "still awaiting its acknowledgement");
+    let a = ok(&["terminal", "sync", "--dir", &ta, "--ack", &d.p("a1")]);
+    assert_eq!(a["ack"]["batch_id"].as_str(), Some(id.as_str()));
+    fails(&["terminal", "sync", "--dir", &ta, "--ack", &d.p("a1")], 1, "replayed");
+    assert!(ok(&["terminal", "sync", "--dir", &ta, "--upload", &d.p("b2")]).get("upload").is_none(), "outbox empty");
+    // The retry sealed before the acknowledgement is a duplicate at the center, counted once.
+    assert_eq!(ok(&["center", "ingest", "--dir", &c, "--batch", &d.p("b1-retry")])["duplicate"], true);
+    // Another terminal cannot pass its upload off as A's: the IDs are authenticated.
+    ok(&["terminal", "pay", "--dir", &tb, "--card", &u, "--amount", "1"]);
+    ok(&["terminal", "sync", "--dir", &tb, "--upload", &d.p("bb")]);
+    let mut f = kessai::encoding::decode(&bytes(&d.p("bb"))).unwrap();
+    f.fields[0] = 1u64.to_be_bytes().to_vec();
+    let mut e = kessai::encoding::Encoder::new(kessai::encoding::Tag::SealedTransfer);
+    for x in &f.fields {
+        e = e.bytes(x);
+    }
+    std::fs::write(d.p("bb-as-a"), e.finish()).unwrap();
+    fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("bb-as-a")], 1, "authentication failed");
+    assert_eq!(report("usage_records"), 1);
+
+    // List bundles: sealed per terminal.
+    ok(&["center", "lists", "--dir", &c, "--lost", &idu.to_string(), "--out", &d.p("l2"), "--terminal", "1"]);
+    ok(&["center", "export-lists", "--dir", &c, "--terminal", "2", "--out", &d.p("l2-b")]);
+    fails(&["center", "export-lists", "--dir", &c, "--terminal", "9", "--out", &d.p("l2-x")], 2, "--terminal 9");
+    let lists_a = format!("{ta}/lists.bin");
+    let v1 = bytes(&lists_a);
+    let mut bad = bytes(&d.p("l2"));
+    let n = bad.len();
+    bad[n - 5] ^= 4;
+    std::fs::write(d.p("l2-bad"), &bad).unwrap();
+    let err = fails(&["terminal", "sync", "--dir", &ta, "--lists", &d.p("l2-bad")], 1, "authentication failed");
+    assert!(err.contains("l2-bad"), "{err}");
+    fails(&["terminal", "sync", "--dir", &ta, "--lists", &d.p("l2-b")], 1, "terminal 2");
+    fails(&["terminal", "sync", "--dir", &ta, "--lists", &d.p("junk")], 2, "junk");
+    assert_eq!(bytes(&lists_a), v1, "lists unchanged");
+    assert_eq!(ok(&["terminal", "sync", "--dir", &ta, "--lists", &d.p("l2")])["lists"]["version"], 2);
+    let v2 = bytes(&lists_a);
+    fails(&["terminal", "sync", "--dir", &ta, "--lists", &d.p("l2")], 1, "replayed");
+    assert_eq!(bytes(&lists_a), v2, "lists unchanged");
+    assert_eq!(ok(&["terminal", "sync", "--dir", &tb, "--lists", &d.p("l2-b")])["lists"]["version"], 2);
+    fails(&["terminal", "pay", "--dir", &ta, "--card", &u, "--amount", "1"], 1, "reported lost");
+
+    // A clear signed file (the format before Fig. 8) is refused on both sides.
+    let bundle = kessai::encoding::decode(&v2).unwrap();
+    assert_eq!(bundle.tag, kessai::encoding::Tag::Envelope);
+    std::fs::write(d.p("clear"), &v2).unwrap();
+    fails(&["center", "ingest", "--dir", &c, "--batch", &d.p("clear")], 1, "unsealed");
+    fails(&["terminal", "sync", "--dir", &ta, "--lists", &d.p("clear")], 1, "unsealed");
+    assert_eq!(bytes(&lists_a), v2);
+}
+
+/// `--acked ID` drops the batch from the outbox that holds it only: a usage batch and a
+/// service batch that happen to share an id are acknowledged separately; an id in neither
+/// outbox is a mistake (exit 2).
+#[test]
+fn acked_drops_only_the_batch_of_its_kind() {
+    let d = Dir::new("acked");
+    let (c, ta, u) = (d.p("center"), d.p("ta"), d.p("u.eeprom"));
+    ok(&["center", "init", "--dir", &c, "--bits", "1536"]);
+    ok(&["center", "enroll-terminal", "--dir", &c, "--terminal-dir", &ta]);
+    let card = ok(&["center", "issue-card", "--dir", &c, "--card", &u, "--value", "1000", "--credit", "4711"]);
+    let idu = card["idu"].as_u64().unwrap().to_string();
+    ok(&["terminal", "register-password", "--dir", &ta, "--card", &u, "--id", &idu, "--setting-number", "4711", "--password", "271828"]);
+    ok(&["terminal", "credit", "--dir", &ta, "--card", &u, "--amount", "5", "--password", "271828"]);
+    ok(&["terminal", "pay", "--dir", &ta, "--card", &u, "--amount", "5"]);
+    let id = ok(&["terminal", "sync", "--dir", &ta, "--upload", &d.p("b")])["upload"]["batch_id"].as_str().unwrap().to_string();
+    ok(&["terminal", "sync", "--dir", &ta, "--upload-services", &d.p("s")]);
+    // Give the service batch the usage batch's id (as a colliding id would).
+    let path = format!("{ta}/service.json");
+    let mut f: serde_json::Value = serde_json::from_slice(&bytes(&path)).unwrap();
+    f["outbox"][0]["batch_id"] = serde_json::json!(id);
+    std::fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
+    fails(&["terminal", "sync", "--dir", &ta, "--acked", &"ab".repeat(16)], 2, "no batch");
+    assert_eq!(ok(&["terminal", "sync", "--dir", &ta, "--acked", &id])["acked"]["kind"], "usage");
+    let s = ok(&["terminal", "sync", "--dir", &ta, "--upload-services", &d.p("s2")]);
+    assert_eq!(s["upload_services"]["batch_id"].as_str(), Some(id.as_str()), "the service batch is still awaiting its acknowledgement");
+    assert!(ok(&["terminal", "sync", "--dir", &ta, "--upload", &d.p("b2")]).get("upload").is_none());
+    assert_eq!(ok(&["terminal", "sync", "--dir", &ta, "--acked", &id])["acked"]["kind"], "service");
+    assert!(ok(&["terminal", "sync", "--dir", &ta, "--upload-services", &d.p("s3")]).get("upload_services").is_none());
 }
