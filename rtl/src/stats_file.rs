@@ -281,19 +281,11 @@ impl Logic for StatsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // the engine model's xorshift64*: the same sequence on every run
+    use crate::command_engine::model::Rng;
     use crate::test_tools::verilator_lint;
     use std::sync::{Arc, Mutex};
 
-    /// xorshift64*, so the sequence is the same on every run.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
 
     fn apply(model: &mut [u32; STATS_FIELDS], ev: u16, val: u32) {
         for (i, f) in model.iter_mut().enumerate() {
