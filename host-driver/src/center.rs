@@ -501,24 +501,31 @@ impl Center {
         Ok(report)
     }
 
-    /// The ingest of one signed usage batch inside `tx` (the caller commits).
-    fn ingest_in(tx: &Transaction, upload: &[u8], now: u64) -> std::result::Result<IngestReport, Fail> {
-        let signed = Signed::from_bytes(upload, "usage batch").map_err(|e| Error::malformed(e.0))?;
-        let batch = UsageBatch::parse(&signed.body).map_err(|e| Error::malformed(e.0))?;
-        let idt_i = i64_of(batch.idt, "IDT")?;
+    /// Terminal `idt` is registered, not reported stolen or troubled, and its ST verifies over
+    /// `signed` (a `what`); returns the IDT as the database stores it.
+    fn check_terminal_signed(tx: &Transaction, idt: u64, what: &'static str, signed: &Signed) -> std::result::Result<i64, Fail> {
+        let idt_i = i64_of(idt, "IDT")?;
         let row: Option<(Vec<u8>, u32, String)> = tx
             .query_row("SELECT n, e, status FROM terminals WHERE idt = ?1", [idt_i], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()
             .map_err(db_err)?;
         let Some((n, e, status)) = row else {
-            return Err(Fail::refused("usage batch", format!("terminal {} is not registered", batch.idt)));
+            return Err(Fail::refused(what, format!("terminal {idt} is not registered")));
         };
         if status != "ok" {
-            return Err(Fail::refused("usage batch", format!("terminal {} is {status}: its uploads are not trusted", batch.idt)));
+            return Err(Fail::refused(what, format!("terminal {idt} is {status}: its uploads are not trusted")));
         }
         let key = esign::PublicKey::new(num_bigint::BigUint::from_bytes_be(&n), &num_bigint::BigUint::from(e))?;
         key.verify(HASH, &signed.body, &signed.sig)
-            .map_err(|e| Fail::refused("usage batch", format!("ST over the batch of terminal {}: {e}", batch.idt)))?;
+            .map_err(|e| Fail::refused(what, format!("ST over the batch of terminal {idt}: {e}")))?;
+        Ok(idt_i)
+    }
+
+    /// The ingest of one signed usage batch inside `tx` (the caller commits).
+    fn ingest_in(tx: &Transaction, upload: &[u8], now: u64) -> std::result::Result<IngestReport, Fail> {
+        let signed = Signed::from_bytes(upload, "usage batch").map_err(|e| Error::malformed(e.0))?;
+        let batch = UsageBatch::parse(&signed.body).map_err(|e| Error::malformed(e.0))?;
+        let idt_i = Self::check_terminal_signed(tx, batch.idt, "usage batch", &signed)?;
         let batch_id = batch.batch_id.to_vec();
         let mut report = IngestReport {
             batch_id: hex::encode(batch.batch_id),
@@ -934,20 +941,7 @@ impl Center {
     fn ingest_services_in(tx: &Transaction, upload: &[u8], now: u64) -> std::result::Result<ServiceIngest, Fail> {
         let signed = Signed::from_bytes(upload, "service batch").map_err(|e| Error::malformed(e.0))?;
         let batch = ServiceBatch::parse(&signed.body).map_err(|e| Error::malformed(e.0))?;
-        let idt_i = i64_of(batch.idt, "IDT")?;
-        let row: Option<(Vec<u8>, u32, String)> = tx
-            .query_row("SELECT n, e, status FROM terminals WHERE idt = ?1", [idt_i], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()
-            .map_err(db_err)?;
-        let Some((n, e, status)) = row else {
-            return Err(Fail::refused("service batch", format!("terminal {} is not registered", batch.idt)));
-        };
-        if status != "ok" {
-            return Err(Fail::refused("service batch", format!("terminal {} is {status}: its uploads are not trusted", batch.idt)));
-        }
-        let key = esign::PublicKey::new(num_bigint::BigUint::from_bytes_be(&n), &num_bigint::BigUint::from(e))?;
-        key.verify(HASH, &signed.body, &signed.sig)
-            .map_err(|e| Fail::refused("service batch", format!("ST over the batch of terminal {}: {e}", batch.idt)))?;
+        let idt_i = Self::check_terminal_signed(tx, batch.idt, "service batch", &signed)?;
         let mut report = ServiceIngest {
             batch_id: hex::encode(batch.batch_id),
             idt: batch.idt,
