@@ -11,16 +11,6 @@ use kessai::dispenser::{Dispenser, LoadFlow};
 use kessai::messages::*;
 use kessai::terminal::PayFlow;
 
-/// Rewrites the provenance inside a PAY AUTH answer (the card's 6M2 as a forger would).
-fn with_provenance(data: &[u8], f: impl FnOnce(&mut Vec<Vec<u8>>)) -> Vec<u8> {
-    rewrite(data, 4, |prov| {
-        let d = kessai::encoding::decode(prov).unwrap();
-        let mut fields = d.fields.clone();
-        f(&mut fields);
-        *prov = fields.iter().fold(kessai::encoding::Encoder::new(d.tag), |e, x| e.bytes(x)).finish();
-    })
-}
-
 #[test]
 fn a_card_without_a_signing_key_pays_on_sa_idu() {
     let mut w = World::new("keyless");

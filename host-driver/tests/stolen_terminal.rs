@@ -10,16 +10,6 @@ use kessai::card::{CardClient, ABNORMAL_DETAINED};
 use kessai::messages::*;
 use kessai::terminal::PayFlow;
 
-/// Rewrites the provenance inside a PAY AUTH answer (the card's 6M2 as a forger would).
-fn with_provenance(data: &[u8], f: impl FnOnce(&mut Vec<Vec<u8>>)) -> Vec<u8> {
-    rewrite(data, 4, |prov| {
-        let d = kessai::encoding::decode(prov).unwrap();
-        let mut fields = d.fields.clone();
-        f(&mut fields);
-        *prov = fields.iter().fold(kessai::encoding::Encoder::new(d.tag), |e, x| e.bytes(x)).finish();
-    })
-}
-
 #[test]
 fn stolen_terminal_cards_updated_before_the_theft_pass_after_are_detained() {
     let mut w = World::new("stolen");

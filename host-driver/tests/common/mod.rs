@@ -157,6 +157,16 @@ impl<F: FnMut(u8, &mut Response)> CardLink for Tamper<'_, F> {
     }
 }
 
+/// Rewrites the provenance inside a PAY AUTH answer (the card's 6M2 as a forger would).
+pub fn with_provenance(data: &[u8], f: impl FnOnce(&mut Vec<Vec<u8>>)) -> Vec<u8> {
+    rewrite(data, 4, |prov| {
+        let d = kessai::encoding::decode(prov).unwrap();
+        let mut fields = d.fields.clone();
+        f(&mut fields);
+        *prov = fields.iter().fold(kessai::encoding::Encoder::new(d.tag), |e, x| e.bytes(x)).finish();
+    })
+}
+
 /// Rewrites field `i` of a canonical message.
 pub fn rewrite(msg: &[u8], i: usize, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let d = kessai::encoding::decode(msg).unwrap();
