@@ -1,10 +1,13 @@
 //! One multiplier lane of the Montgomery datapath (purely combinational).
 //!
 //! `{hi, lo} = x·y + t + cin` with a single 16×16→32 product consumed straight into the 32-bit
-//! sum (it never lands in a register on its own), and `{bout, d} = lo − sub_n − bin` for the
-//! final conditional subtraction. Kept in its own block because rust-hdl's `bit_cast` cannot
-//! take a loop-indexed argument (`#[hdl_gen]` evaluates the cast expression outside the loop
-//! to learn its width), so a lane array in the parent needs the widening done here.
+//! sum (it never lands in a register on its own). `t + cin` is added first, beside the
+//! multiplier, so the path through the product has one 32-bit add. With 16-bit `t` and `cin`
+//! the sum never overflows 32 bits: (2^16 − 1)² + 2·(2^16 − 1) = 2^32 − 1, so `hi` fits a
+//! 16-bit carry word again (the carry-save datapath relies on this). Kept in its own block
+//! because rust-hdl's `bit_cast` cannot take a loop-indexed argument (`#[hdl_gen]` evaluates the
+//! cast expression outside the loop to learn its width), so a lane array in the parent needs
+//! the widening done here.
 
 use rust_hdl::prelude::*;
 
@@ -15,40 +18,24 @@ pub struct MacLane {
     pub y: Signal<In, Bits<16>>,
     /// Accumulator word added to the product.
     pub t: Signal<In, Bits<16>>,
-    /// Carry word from the previous lane (or the previous cycle).
+    /// Carry word of the same weight (from the previous pass).
     pub cin: Signal<In, Bits<16>>,
-    /// Low and high halves of x·y + t + cin (never overflows 32 bits).
+    /// Low and high halves of x·y + t + cin.
     pub lo: Signal<Out, Bits<16>>,
     pub hi: Signal<Out, Bits<16>>,
-    /// Subtrahend word and borrow in for lo − sub_n − bin.
-    pub sub_n: Signal<In, Bits<16>>,
-    pub bin: Signal<In, Bit>,
-    /// Difference word and borrow out.
-    pub d: Signal<Out, Bits<16>>,
-    pub bout: Signal<Out, Bit>,
     prod: Signal<Local, Bits<32>>,
+    tc: Signal<Local, Bits<32>>,
     sum: Signal<Local, Bits<32>>,
-    bin_w: Signal<Local, Bits<32>>,
-    diff: Signal<Local, Bits<32>>,
 }
 
 impl Logic for MacLane {
     #[hdl_gen]
     fn update(&mut self) {
         self.prod.next = self.x.val() * self.y.val();
-        self.sum.next =
-            self.prod.val() + bit_cast::<32, 16>(self.t.val()) + bit_cast::<32, 16>(self.cin.val());
+        self.tc.next = bit_cast::<32, 16>(self.t.val()) + bit_cast::<32, 16>(self.cin.val());
+        self.sum.next = self.prod.val() + self.tc.val();
         self.lo.next = self.sum.val().get_bits::<16>(0);
         self.hi.next = self.sum.val().get_bits::<16>(16);
-        self.bin_w.next = 0.into();
-        if self.bin.val() {
-            self.bin_w.next = 1.into();
-        }
-        self.diff.next = bit_cast::<32, 16>(self.sum.val().get_bits::<16>(0))
-            - bit_cast::<32, 16>(self.sub_n.val())
-            - self.bin_w.val();
-        self.d.next = self.diff.val().get_bits::<16>(0);
-        self.bout.next = self.diff.val().get_bit(16);
     }
 }
 
@@ -66,21 +53,15 @@ mod tests {
             for &y in &vals {
                 for &t in &vals {
                     for &cin in &vals {
-                        for (sub_n, bin) in [(0u16, false), (0xffff, true), (0x8001, false)] {
-                            lane.x.next = (x as u64).into();
-                            lane.y.next = (y as u64).into();
-                            lane.t.next = (t as u64).into();
-                            lane.cin.next = (cin as u64).into();
-                            lane.sub_n.next = (sub_n as u64).into();
-                            lane.bin.next = bin;
-                            assert!(simulate(&mut lane, 20));
-                            let want = x as u64 * y as u64 + t as u64 + cin as u64;
-                            assert_eq!(lane.lo.val().to_u16() as u64, want & 0xffff);
-                            assert_eq!(lane.hi.val().to_u16() as u64, want >> 16);
-                            let d = (want & 0xffff) as i64 - sub_n as i64 - bin as i64;
-                            assert_eq!(lane.d.val().to_u16(), d as u16);
-                            assert_eq!(lane.bout.val(), d < 0);
-                        }
+                        lane.x.next = (x as u64).into();
+                        lane.y.next = (y as u64).into();
+                        lane.t.next = (t as u64).into();
+                        lane.cin.next = (cin as u64).into();
+                        assert!(simulate(&mut lane, 20));
+                        let want = x as u64 * y as u64 + t as u64 + cin as u64;
+                        assert!(want < 1 << 32);
+                        assert_eq!(lane.lo.val().to_u16() as u64, want & 0xffff);
+                        assert_eq!(lane.hi.val().to_u16() as u64, want >> 16);
                     }
                 }
             }

@@ -726,8 +726,8 @@ mod tests {
         let case = esign_cases(3072, 192, 32, &mut rng).swap_remove(0);
         assert_eq!(case.want, VERDICT_VALID);
         check::<5, 8>(&[case]);
-        assert_eq!(VerifyUnit::<5, 8>::cycles(192, 32), 67_805);
-        assert_eq!(VerifyUnit::<5, 8>::cycles(128, 65537), 83_149);
+        assert_eq!(VerifyUnit::<5, 8>::cycles(192, 32), 69_142);
+        assert_eq!(VerifyUnit::<5, 8>::cycles(128, 65537), 85_562);
     }
 
     #[test]
@@ -743,11 +743,11 @@ mod tests {
         );
         assert_eq!(
             vlog.matches("reg[15:0] mem[").count(),
-            2 * 8,
-            "two block RAMs per lane"
+            3 * 8,
+            "three block RAMs per lane"
         );
         assert_eq!(vlog.matches("reg[15:0] mem[223:0];").count(), 8, "operand RAMs");
-        assert_eq!(vlog.matches("reg[15:0] mem[31:0];").count(), 8, "accumulator RAMs");
+        assert_eq!(vlog.matches("reg[15:0] mem[31:0];").count(), 16, "accumulator and carry RAMs");
         verilator_lint("verify_unit", &vlog);
     }
 }
