@@ -33,11 +33,11 @@
 //! # Latency
 //!
 //! With `G = ⌈s/L⌉` word groups and `s' = G·L` padded words, [`MontMul::cycles`]`(s) =
-//! s·(2G + 1) + s' + 2` clock edges from the edge that samples `start` to the edge after which
+//! s·(2G + 1) + s' + 3` clock edges from the edge that samples `start` to the edge after which
 //! `done` is high: one cycle fetches `b[0]`, then every cycle of the rows issues one multiplier
 //! step (G steps of a_j·b_i, one m = t₀·n0' step, G steps of m·n_j per row), then the
-//! resolution pass takes one word per cycle (s' cycles) and one cycle drains the pipeline.
-//! For L = 1 that is s(2s+1) + s + 2, i.e. 74 114 cycles for a 3072-bit product (s = 192).
+//! resolution pass takes one word per cycle (s' cycles) and two cycles drain its pipeline.
+//! For L = 1 that is s(2s+1) + s + 3, i.e. 74 115 cycles for a 3072-bit product (s = 192).
 //!
 //! # Architecture
 //!
@@ -184,6 +184,7 @@ pub enum MmState {
     B,
     Res,
     Drain,
+    Drain2,
     Done,
 }
 
@@ -265,6 +266,15 @@ pub struct MontMul<const AW: usize, const L: usize> {
     ex_pre: DFF<Bit>,
     ex_top: DFF<Bit>,
     ex_nvalid: DFF<Bit>,
+    ex_valid: [DFF<Bit>; L],
+    // resolution, second stage: the chosen lane's words, registered
+    rs_on: DFF<Bit>,
+    rs_top: DFF<Bit>,
+    rs_lane: DFF<Bits<6>>,
+    rs_row: DFF<Bits<AW>>,
+    rs_t: DFF<Bits<16>>,
+    rs_c: DFF<Bits<16>>,
+    rs_n: DFF<Bits<16>>,
     b_q: DFF<Bits<16>>,
     c: DFF<Bits<16>>,
     t0: DFF<Bits<16>>,
@@ -296,7 +306,6 @@ pub struct MontMul<const AW: usize, const L: usize> {
     borrow_w: Signal<Local, Bits<32>>,
     res_d: Signal<Local, Bits<32>>,
     // combinational, per lane
-    valid: [Signal<Local, Bit>; L],
     opw: [Signal<Local, Bits<16>>; L],
     t_ram_eff: [Signal<Local, Bits<16>>; L],
     c_ram_eff: [Signal<Local, Bits<16>>; L],
@@ -379,6 +388,14 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             ex_pre: Default::default(),
             ex_top: Default::default(),
             ex_nvalid: Default::default(),
+            ex_valid: lanes(),
+            rs_on: Default::default(),
+            rs_top: Default::default(),
+            rs_lane: Default::default(),
+            rs_row: Default::default(),
+            rs_t: Default::default(),
+            rs_c: Default::default(),
+            rs_n: Default::default(),
             b_q: Default::default(),
             c: Default::default(),
             t0: Default::default(),
@@ -408,7 +425,6 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             rc_w: Default::default(),
             borrow_w: Default::default(),
             res_d: Default::default(),
-            valid: lanes(),
             opw: lanes(),
             t_ram_eff: lanes(),
             c_ram_eff: lanes(),
@@ -422,11 +438,11 @@ impl<const AW: usize, const L: usize> MontMul<AW, L> {
     pub const MAX_WORDS: usize = L << AW;
 
     /// Clock edges from the edge that samples `start` to the edge after which `done` is high:
-    /// `s·(2G + 1) + G·L + 2` with `G = ⌈s/L⌉`.
+    /// `s·(2G + 1) + G·L + 3` with `G = ⌈s/L⌉`.
     pub fn cycles(s: usize) -> usize {
         assert!((1..=Self::MAX_WORDS).contains(&s));
         let g = s.div_ceil(L);
-        s * (2 * g + 1) + g * L + 2
+        s * (2 * g + 1) + g * L + 3
     }
 }
 
@@ -444,12 +460,13 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
             self.fwd_data[k].clock.next = self.clock.val();
             self.cfwd_hit[k].clock.next = self.clock.val();
             self.cfwd_data[k].clock.next = self.clock.val();
+            self.ex_valid[k].clock.next = self.clock.val();
         }
         dff_setup!(
             self, clock, rd_res_q, state, g, row_addr, row_lane, last_g, last_lane, first_row,
             last_row, n0p_q, a_base, b_base, b_one_q, lane_sel_q, ex_op, ex_g, ex_first,
-            ex_fetch, ex_pre, ex_top, ex_nvalid, b_q, c, t0, t_top, t_s, t_s1, m, rc, borrow,
-            use_diff
+            ex_fetch, ex_pre, ex_top, ex_nvalid, rs_on, rs_top, rs_lane, rs_row, rs_t, rs_c,
+            rs_n, b_q, c, t0, t_top, t_s, t_s1, m, rc, borrow, use_diff
         );
 
         // ------------------------------------------------------------ host ports
@@ -516,6 +533,11 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         self.ex_pre.d.next = false;
         self.ex_top.d.next = false;
         self.ex_nvalid.d.next = false;
+        // words of a and n at indices ≥ s read as zero (decided here, off the multiplier path)
+        for k in 0..L {
+            self.ex_valid[k].d.next =
+                (self.g.q.val() != self.last_g.q.val()) || (self.last_lane.q.val().index() >= k);
+        }
         match self.state.q.val() {
             MmState::Idle => {}
             MmState::Done => {
@@ -595,6 +617,9 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
                 }
             }
             MmState::Drain => {
+                self.state.d.next = MmState::Drain2;
+            }
+            MmState::Drain2 => {
                 self.state.d.next = MmState::Done;
             }
             _ => {
@@ -649,10 +674,8 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
             self.bcast.next = self.m.q.val();
         }
         for k in 0..L {
-            self.valid[k].next =
-                (self.ex_g.q.val() != self.last_g.q.val()) || (self.last_lane.q.val().index() >= k);
             self.opw[k].next = 0.into();
-            if self.valid[k].val() {
+            if self.ex_valid[k].q.val() {
                 self.opw[k].next = self.op_ram[k].read_data.val();
             }
             // the broadcast word on x, the lane's own word on y: no per-lane operand mux
@@ -689,7 +712,9 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
                 }
             }
         }
-        // resolution: r = t + carry word + carry bit, d = r − n − borrow, one word per cycle
+        // resolution, one word per cycle in two stages: the execute stage picks the word's lane
+        // (t, carry word, n) into registers, the next stage adds r = t + carry word + carry
+        // bit and subtracts d = r − n − borrow
         self.res_t.next = self.t_lane_w.val();
         if self.ex_top.q.val() {
             self.res_t.next = self.t_top.q.val();
@@ -698,6 +723,13 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         if self.ex_nvalid.q.val() {
             self.res_n.next = self.op_lane_w.val();
         }
+        self.rs_on.d.next = self.ex_op.q.val() == MmOp::Res;
+        self.rs_top.d.next = self.ex_top.q.val();
+        self.rs_lane.d.next = self.lane_sel_q.q.val();
+        self.rs_row.d.next = self.ex_g.q.val();
+        self.rs_t.d.next = self.res_t.val();
+        self.rs_c.d.next = self.c_lane_w.val();
+        self.rs_n.d.next = self.res_n.val();
         self.rc_w.next = 0.into();
         if self.rc.q.val() {
             self.rc_w.next = 1.into();
@@ -706,15 +738,15 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         if self.borrow.q.val() {
             self.borrow_w.next = 1.into();
         }
-        self.res_x.next = bit_cast::<32, 16>(self.res_t.val())
-            + bit_cast::<32, 16>(self.c_lane_w.val())
+        self.res_x.next = bit_cast::<32, 16>(self.rs_t.q.val())
+            + bit_cast::<32, 16>(self.rs_c.q.val())
             + self.rc_w.val();
         self.res_d.next = bit_cast::<32, 16>(self.res_x.val().get_bits::<16>(0))
-            - bit_cast::<32, 16>(self.res_n.val())
+            - bit_cast::<32, 16>(self.rs_n.q.val())
             - self.borrow_w.val();
         // RAM write ports
         self.ex_gm1.next = self.ex_g.q.val() - 1;
-        self.wa_res.next = self.d_base.val() | bit_cast::<16, AW>(self.ex_g.q.val());
+        self.wa_res.next = self.d_base.val() | bit_cast::<16, AW>(self.rs_row.q.val());
         for k in 0..L {
             self.t_ram[k].write_enable.next = false;
             self.t_ram[k].write_address.next = self.ex_g.q.val();
@@ -782,24 +814,25 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
                 self.rc.d.next = false;
                 self.borrow.d.next = false;
             }
-            MmOp::Res => {
-                for k in 0..L {
-                    if self.lane_sel_q.q.val().index() == k {
-                        self.t_ram[k].write_enable.next = true;
-                        self.t_ram[k].write_data.next = self.res_x.val().get_bits::<16>(0);
-                        self.op_ram[k].write_enable.next = true;
-                    }
-                }
-                self.rc.d.next = self.res_x.val().get_bit(16);
-                self.borrow.d.next = self.res_d.val().get_bit(16);
-                if self.ex_top.q.val() {
-                    // t − n when t ≥ 2^(16·s') (a word above the top is set) or t ≥ n
-                    self.use_diff.d.next = (self.t_s.q.val() != 0)
-                        || self.res_x.val().get_bit(16)
-                        || !self.res_d.val().get_bit(16);
+            _ => {}
+        }
+        if self.rs_on.q.val() {
+            for k in 0..L {
+                if self.rs_lane.q.val().index() == k {
+                    self.t_ram[k].write_enable.next = true;
+                    self.t_ram[k].write_address.next = self.rs_row.q.val();
+                    self.t_ram[k].write_data.next = self.res_x.val().get_bits::<16>(0);
+                    self.op_ram[k].write_enable.next = true;
                 }
             }
-            _ => {}
+            self.rc.d.next = self.res_x.val().get_bit(16);
+            self.borrow.d.next = self.res_d.val().get_bit(16);
+            if self.rs_top.q.val() {
+                // t − n when t ≥ 2^(16·s') (a word above the top is set) or t ≥ n
+                self.use_diff.d.next = (self.t_s.q.val() != 0)
+                    || self.res_x.val().get_bit(16)
+                    || !self.res_d.val().get_bit(16);
+            }
         }
         // host writes (only while not busy, when the execute stage writes nothing)
         if !self.busy.val() {
@@ -1244,7 +1277,7 @@ mod tests {
     }
 
     /// Full 3072-bit products (s = 192): result and the cycle formula at the real size, with
-    /// one multiplier (74 114 cycles) and with four (18 818 cycles).
+    /// one multiplier (74 115 cycles) and with four (18 819 cycles).
     #[test]
     fn words_192() {
         let s = 192;
@@ -1258,9 +1291,9 @@ mod tests {
         let c = [case(&a, &nm1, &n, s)];
         check::<8, 1>(&c);
         check::<6, 4>(&c);
-        assert_eq!(MontMul::<8, 1>::cycles(192), 74_114);
-        assert_eq!(MontMul::<6, 4>::cycles(192), 18_818);
-        assert_eq!(MontMul::<5, 8>::cycles(192), 9_602);
+        assert_eq!(MontMul::<8, 1>::cycles(192), 74_115);
+        assert_eq!(MontMul::<6, 4>::cycles(192), 18_819);
+        assert_eq!(MontMul::<5, 8>::cycles(192), 9_603);
     }
 
     /// The depth-parametric RAM: registered read, old data on a same-cycle write in the model

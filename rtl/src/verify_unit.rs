@@ -726,8 +726,8 @@ mod tests {
         let case = esign_cases(3072, 192, 32, &mut rng).swap_remove(0);
         assert_eq!(case.want, VERDICT_VALID);
         check::<5, 8>(&[case]);
-        assert_eq!(VerifyUnit::<5, 8>::cycles(192, 32), 69_142);
-        assert_eq!(VerifyUnit::<5, 8>::cycles(128, 65537), 85_562);
+        assert_eq!(VerifyUnit::<5, 8>::cycles(192, 32), 69_149);
+        assert_eq!(VerifyUnit::<5, 8>::cycles(128, 65537), 85_581);
     }
 
     #[test]

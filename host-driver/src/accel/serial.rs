@@ -226,7 +226,7 @@ impl SerialAccelerator {
         let lanes = self.info.as_ref().map(|i| i.lanes.max(1) as u64).unwrap_or(1);
         let s = words as u64;
         let g = s.div_ceil(lanes);
-        let m = s * (2 * g + 1) + g * lanes + 2;
+        let m = s * (2 * g + 1) + g * lanes + 3;
         let t = 31 - e.max(1).leading_zeros() as u64;
         let p = e.count_ones() as u64;
         (t + p + 1) * m + t * (s + 1) + 2 * s * p + 2 * s + 2
