@@ -30,11 +30,11 @@
 //!   (word `wr_index` of `n` / `R²`), `wr_words` (the word count, from `wr_data`), `wr_e`
 //!   (the exponent, from `wr_e_data`). The strobes are independent (several may be high).
 //! * `n0'`: a `wr_n` of word 0 (`wr_index mod 2^AW = 0`) to an existing, writable slot starts
-//!   [`N0Inv`] on that word; `n0p_busy` is high for the next [`KeyStore::N0P_CYCLES`] = 9
-//!   cycles (8 steps of the unit, then the store) and the slot's `n0'` is updated on the edge
+//!   [`N0Inv`] on that word; `n0p_busy` is high for the next [`KeyStore::N0P_CYCLES`] = 10
+//!   cycles (one to register the word, 8 steps of the unit, then the store) and the slot's `n0'` is updated on the edge
 //!   that ends them (reads of it before give the previous value). Another word-0 write while
 //!   the 8 products run restarts the unit on the new word (the interrupted slot keeps its
-//!   previous `n0'`); one in the ninth cycle is fine. So load a slot's word 0 at least 8
+//!   previous `n0'`); one in the ninth cycle after it is fine. So load a slot's word 0 at least 8
 //!   cycles after the previous slot's word 0, or wait for `n0p_busy` low. An even word 0 is not a valid
 //!   modulus; the unit still finishes in 8 cycles with a meaningless `n0'`.
 //! * Read: `rd_slot`, `rd_index` → one cycle later `rd_n` and `rd_r2` (the two words at that
@@ -220,6 +220,11 @@ pub struct KeyStore<const AW: usize, const SLOTS: usize> {
     refused_q: DFF<Bit>,
     inv_slot: DFF<Bits<8>>,
     rd_slot_q: DFF<Bits<8>>,
+    // the word-0 write that starts n0', registered (keeps the engine's write decode off the
+    // unit's enables)
+    st_q: DFF<Bit>,
+    st_n0: DFF<Bits<16>>,
+    st_slot: DFF<Bits<8>>,
     // combinational
     wr_exists: Signal<Local, Bit>,
     wr_ok: Signal<Local, Bit>,
@@ -270,6 +275,9 @@ impl<const AW: usize, const SLOTS: usize> Default for KeyStore<AW, SLOTS> {
             refused_q: Default::default(),
             inv_slot: Default::default(),
             rd_slot_q: Default::default(),
+            st_q: Default::default(),
+            st_n0: Default::default(),
+            st_slot: Default::default(),
             wr_exists: Default::default(),
             wr_ok: Default::default(),
             any_wr: Default::default(),
@@ -285,7 +293,7 @@ impl<const AW: usize, const SLOTS: usize> KeyStore<AW, SLOTS> {
     pub const SLOT_WORDS: usize = 1 << AW;
     /// Cycles `n0p_busy` stays high after a word-0 write; the slot's `n0'` is updated on the
     /// edge that ends them.
-    pub const N0P_CYCLES: usize = N0Inv::CYCLES + 1;
+    pub const N0P_CYCLES: usize = N0Inv::CYCLES + 2;
 }
 
 impl<const AW: usize, const SLOTS: usize> Logic for KeyStore<AW, SLOTS> {
@@ -299,12 +307,12 @@ impl<const AW: usize, const SLOTS: usize> Logic for KeyStore<AW, SLOTS> {
             self.r2_ram[k].write_clock.next = self.clock.val();
             self.params[k].clock.next = self.clock.val();
         }
-        dff_setup!(self, clock, locked_q, refused_q, inv_slot, rd_slot_q);
+        dff_setup!(self, clock, locked_q, refused_q, inv_slot, rd_slot_q, st_q, st_n0, st_slot);
 
         // ------------------------------------------------------------ write side
         self.locked.next = self.locked_q.q.val();
         self.wr_refused.next = self.refused_q.q.val();
-        self.n0p_busy.next = self.inv.busy.val() || self.inv.done.val();
+        self.n0p_busy.next = self.inv.busy.val() || self.inv.done.val() || self.st_q.q.val();
         self.wr_exists.next = false;
         for k in 0..SLOTS {
             if self.wr_slot.val().index() == k {
@@ -325,8 +333,11 @@ impl<const AW: usize, const SLOTS: usize> Logic for KeyStore<AW, SLOTS> {
         }
         self.wr_row.next = bit_cast::<{ AW }, 16>(self.wr_index.val());
         self.inv_start.next = self.wr_n.val() && self.wr_ok.val() && (self.wr_row.val() == 0);
-        if self.inv_start.val() {
-            self.inv_slot.d.next = self.wr_slot.val();
+        self.st_q.d.next = self.inv_start.val();
+        self.st_n0.d.next = self.wr_data.val();
+        self.st_slot.d.next = self.wr_slot.val();
+        if self.st_q.q.val() {
+            self.inv_slot.d.next = self.st_slot.q.val();
         }
 
         // ------------------------------------------------------------ read side
@@ -349,8 +360,8 @@ impl<const AW: usize, const SLOTS: usize> Logic for KeyStore<AW, SLOTS> {
 
         // ------------------------------------------------------------ children
         // each child input assigned exactly once
-        self.inv.start.next = self.inv_start.val();
-        self.inv.n0.next = self.wr_data.val();
+        self.inv.start.next = self.st_q.q.val();
+        self.inv.n0.next = self.st_n0.q.val();
         for k in 0..SLOTS {
             self.n_ram[k].read_address.next = self.rd_row.val();
             self.r2_ram[k].read_address.next = self.rd_row.val();
@@ -526,7 +537,8 @@ mod tests {
         slots: Vec<Slot>,
         locked: bool,
         /// (slot, n0', edges since its word-0 write)
-        pending: Option<(usize, u16, usize)>,
+        // (slot, n0', age): at most two, the one storing on the next edge and a new one
+        pending: Vec<(usize, u16, usize)>,
     }
 
     impl Model {
@@ -540,7 +552,7 @@ mod tests {
                 aw,
                 slots: vec![slot; nslots],
                 locked: false,
-                pending: None,
+                pending: vec![],
             }
         }
         fn edge(&mut self, op: &Op) -> Seen {
@@ -551,13 +563,13 @@ mod tests {
                 Some(s) => (s.n[ri], s.r2[ri]),
                 None => (0, 0),
             };
-            if let Some((slot, v, age)) = self.pending.as_mut() {
+            for (slot, v, age) in self.pending.iter_mut() {
                 *age += 1;
                 if *age == KeyStore::<1, 1>::N0P_CYCLES {
                     self.slots[*slot].n0p = *v;
-                    self.pending = None;
                 }
             }
+            self.pending.retain(|p| p.2 < KeyStore::<1, 1>::N0P_CYCLES);
             let mut refused = false;
             if let Some((kind, slot, index, data)) = op.wr {
                 let slot = slot as usize;
@@ -570,8 +582,11 @@ mod tests {
                         Kind::N => {
                             s.n[i] = data as u16;
                             if i == 0 {
-                                // restarts (drops) a computation still in its products
-                                self.pending = Some((slot, expected(data as u16), 0));
+                                // restarts (drops) a computation still in its products;
+                                // one that stores on the next edge (its word was registered
+                                // a cycle before the unit started) completes
+                                self.pending.retain(|p| p.2 + 1 == KeyStore::<1, 1>::N0P_CYCLES);
+                                self.pending.push((slot, expected(data as u16), 0));
                             }
                         }
                         Kind::R2 => s.r2[i] = data as u16,
@@ -598,7 +613,7 @@ mod tests {
                 rd_e,
                 locked: self.locked,
                 refused,
-                n0p_busy: self.pending.is_some(),
+                n0p_busy: !self.pending.is_empty(),
             }
         }
     }
