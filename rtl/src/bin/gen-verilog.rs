@@ -90,7 +90,7 @@ fn generate(aw: usize, lanes: usize) -> Option<String> {
 /// a separate monomorphization of the whole design (rust-hdl needs const generics), which costs
 /// compile time and memory, so this is a curated list: the 128-bit simulation build, and
 /// 3072 / 4096 bits at the lane counts and list sizes the board scripts use.
-const TOP_BUILDS: [(usize, usize, usize, usize); 15] = [
+const TOP_BUILDS: [(usize, usize, usize, usize); 17] = [
     (128, 1, 4, 16),
     (128, 2, 4, 16),
     (3072, 1, 4, 256),
@@ -101,6 +101,8 @@ const TOP_BUILDS: [(usize, usize, usize, usize); 15] = [
     (3072, 4, 2, 256),
     (3072, 2, 2, 256),
     (3072, 16, 4, 256),
+    (3072, 1, 2, 64),
+    (3072, 2, 2, 64),
     (4096, 4, 4, 1024),
     (4096, 8, 4, 1024),
     (4096, 16, 4, 1024),
@@ -142,6 +144,8 @@ fn generate_top(max_bits: usize, lanes: usize, slots: usize, lists: usize, cfg: 
         (3072, 4, 2, 256) => top_verilog::<6, 4, 8, 2, 8, 11>(cfg),
         (3072, 2, 2, 256) => top_verilog::<7, 2, 8, 2, 8, 11>(cfg),
         (3072, 16, 4, 256) => top_verilog::<4, 16, 8, 4, 8, 11>(cfg),
+        (3072, 1, 2, 64) => top_verilog::<8, 1, 8, 2, 6, 11>(cfg),
+        (3072, 2, 2, 64) => top_verilog::<7, 2, 8, 2, 6, 11>(cfg),
         (4096, 4, 4, 1024) => top_verilog::<6, 4, 8, 4, 10, 12>(cfg),
         (4096, 8, 4, 1024) => top_verilog::<5, 8, 8, 4, 10, 12>(cfg),
         (4096, 16, 4, 1024) => top_verilog::<4, 16, 8, 4, 10, 12>(cfg),
@@ -198,8 +202,8 @@ const USAGE: &str = "usage: gen-verilog --lanes L --max-bits N --out DIR [--cloc
   --clock-hz F         clock frequency INFO reports (default 12000000)
   --list-capacity K    entries per list (default: 16 at 128 bits, 256 at 3072, 1024 at 4096)
   --key-slots S        key slots incl. the master slot 0 (default 4)
-kessai_top builds (max bits, lanes, key slots, list capacity): 128/1,2/4/16; 3072/1,2,4,8,16/4/256; 3072/2,4,8/2/256
-and 3072/8/2/256; 4096/4,8,16/4/1024 and 4096/8,16/4/256";
+kessai_top builds (max bits, lanes, key slots, list capacity): 128/1,2/4/16; 3072/1,2,4,8,16/4/256; 3072/2,4,8/2/256;
+3072/1,2/2/64 (HX8K); 4096/4,8,16/4/1024 and 4096/8,16/4/256";
 
 struct Args {
     lanes: usize,
@@ -425,6 +429,7 @@ mod tests {
             ((3072, 4, 4, 256), (6, 4, 8, 4, 8, 11)), ((3072, 8, 4, 256), (5, 8, 8, 4, 8, 11)),
             ((3072, 8, 2, 256), (5, 8, 8, 2, 8, 11)), ((3072, 16, 4, 256), (4, 16, 8, 4, 8, 11)),
             ((3072, 4, 2, 256), (6, 4, 8, 2, 8, 11)), ((3072, 2, 2, 256), (7, 2, 8, 2, 8, 11)),
+            ((3072, 1, 2, 64), (8, 1, 8, 2, 6, 11)), ((3072, 2, 2, 64), (7, 2, 8, 2, 6, 11)),
             ((4096, 4, 4, 1024), (6, 4, 8, 4, 10, 12)), ((4096, 8, 4, 1024), (5, 8, 8, 4, 10, 12)),
             ((4096, 16, 4, 1024), (4, 16, 8, 4, 10, 12)), ((4096, 8, 4, 256), (5, 8, 8, 4, 8, 12)),
             ((4096, 16, 4, 256), (4, 16, 8, 4, 8, 12)),
