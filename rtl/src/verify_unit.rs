@@ -37,15 +37,15 @@
 //! # Sequencing
 //!
 //! `Idle` → `Cmp` (2s cycles: reads s and n from the top word down, alternately; the first
-//! differing word decides s < n, and s ≠ 0 is OR-ed up) → `CmpEnd` (last word, verdict ERROR
-//! or start of the exponentiation on the same edge) → `Exp` (waits for [`ModExp`]'s `done`,
+//! differing word decides s < n, and s ≠ 0 is OR-ed up) → `CmpEnd` (last word, the comparison
+//! registered) → `CmpDec` (verdict ERROR or start of the exponentiation) → `Exp` (waits for [`ModExp`]'s `done`,
 //! reading reference word 0 in that cycle) → `Chk` (2s − 1 cycles: y word k and reference
 //! word k + 1 alternately, y word k compared with reference word k under the mask) →
 //! `ChkEnd` (last word) → `Idle` with `done`.
 //!
-//! [`VerifyUnit::cycles`]`(s, e) = ModExp::cycles(s, e) + 4s + 2` edges from the `start` edge to
+//! [`VerifyUnit::cycles`]`(s, e) = ModExp::cycles(s, e) + 4s + 3` edges from the `start` edge to
 //! the edge after which `done` is high; an ERROR from the range check takes
-//! [`VerifyUnit::cycles_rejected`]`(s) = 2s + 1`.
+//! [`VerifyUnit::cycles_rejected`]`(s) = 2s + 2`.
 
 use crate::modexp::{ModExp, REGION_BASE, REGION_FREE, REGION_N, REGION_R2};
 use rust_hdl::prelude::*;
@@ -65,6 +65,7 @@ pub enum VuState {
     Idle,
     Cmp,
     CmpEnd,
+    CmpDec,
     Exp,
     Chk,
     ChkEnd,
@@ -202,14 +203,14 @@ impl<const AW: usize, const L: usize> VerifyUnit<AW, L> {
     pub const MAX_WORDS: usize = L << AW;
 
     /// Clock edges from the `start` edge to the edge after which `done` is high, for a
-    /// signature that passes the range check: `ModExp::cycles(s, e) + 4s + 2`.
+    /// signature that passes the range check: `ModExp::cycles(s, e) + 4s + 3`.
     pub fn cycles(s: usize, e: u32) -> usize {
-        ModExp::<AW, L>::cycles(s, e) + 4 * s + 2
+        ModExp::<AW, L>::cycles(s, e) + 4 * s + 3
     }
 
-    /// The same for a run rejected before exponentiating (s = 0, s ≥ n, bad shift): `2s + 1`.
+    /// The same for a run rejected before exponentiating (s = 0, s ≥ n, bad shift): `2s + 2`.
     pub fn cycles_rejected(s: usize) -> usize {
-        2 * s + 1
+        2 * s + 2
     }
 }
 
@@ -305,8 +306,15 @@ impl<const AW: usize, const L: usize> Logic for VerifyUnit<AW, L> {
                 }
             }
             VuState::CmpEnd => {
-                // word 0's n is here; s < n, s ≠ 0 and a sane shift start the exponentiation
-                if self.lt_now.val() && self.nz_now.val() && !self.cfg_bad.q.val() {
+                // word 0's n is here: the comparison is registered before it decides (the
+                // read mux and the 16-bit compare are a full cycle already)
+                self.lt.d.next = self.lt_now.val();
+                self.nz.d.next = self.nz_now.val();
+                self.state.d.next = VuState::CmpDec;
+            }
+            VuState::CmpDec => {
+                // s < n, s ≠ 0 and a sane shift start the exponentiation
+                if self.lt.q.val() && self.nz.q.val() && !self.cfg_bad.q.val() {
                     self.mx_start.next = true;
                     self.state.d.next = VuState::Exp;
                 } else {
@@ -726,8 +734,8 @@ mod tests {
         let case = esign_cases(3072, 192, 32, &mut rng).swap_remove(0);
         assert_eq!(case.want, VERDICT_VALID);
         check::<5, 8>(&[case]);
-        assert_eq!(VerifyUnit::<5, 8>::cycles(192, 32), 69_149);
-        assert_eq!(VerifyUnit::<5, 8>::cycles(128, 65537), 85_581);
+        assert_eq!(VerifyUnit::<5, 8>::cycles(192, 32), 69_150);
+        assert_eq!(VerifyUnit::<5, 8>::cycles(128, 65537), 85_582);
     }
 
     #[test]

@@ -229,7 +229,7 @@ impl SerialAccelerator {
         let m = s * (2 * g + 1) + g * lanes + 3;
         let t = 31 - e.max(1).leading_zeros() as u64;
         let p = e.count_ones() as u64;
-        (t + p + 1) * m + t * (s + 1) + 2 * s * p + 2 * s + 2
+        (t + p + 1) * m + t * (s + 1) + 2 * s * p + 2 * s + 3
     }
 
     fn next_seq(&mut self) -> u8 {

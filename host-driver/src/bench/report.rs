@@ -208,7 +208,7 @@ pub fn tables(r: &Report) -> Vec<Table> {
             ]);
         }
     }
-    t.note = "s = modulus words of 16 bits; P = 7 products for ESIGN (e = 32), 19 for RSA (e = 65537). formula: docs/rtl.md, P·M + (P−1)(s+1) + 4s + 2 with M = s(2⌈s/L⌉+1)+3; (=) when it equals the simulated count.".into();
+    t.note = "s = modulus words of 16 bits; P = 7 products for ESIGN (e = 32), 19 for RSA (e = 65537). formula: docs/rtl.md, P·M + (P−1)(s+1) + 4s + 3 with M = s(2G+1) + G·L + 3, G = ⌈s/L⌉; (=) when it equals the simulated count.".into();
     out.push(t);
 
     // Boards.
