@@ -399,7 +399,7 @@ mod tests {
         assert!((r.verifies_per_second_at_fmax.unwrap() - 45.5e6 / 70_000.0).abs() < 1e-9);
         assert!((r.verifies_per_second_at_target.unwrap() - 42e6 / 70_000.0).abs() < 1e-9);
         let r = &ice.rates[1];
-        assert_eq!((r.cycles, r.cycles_source.as_str()), (83_149, "formula"));
+        assert_eq!((r.cycles, r.cycles_source.as_str()), (85_582, "formula"));
 
         assert_eq!(rows[1].status, "does not fit");
         assert!(rows[1].rates.is_empty() && !rows[1].built());
