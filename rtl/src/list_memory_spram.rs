@@ -122,6 +122,11 @@ pub struct ListMemorySpram<const AW: usize> {
     t_q: DFF<Bits<32>>,
     done_q: DFF<Bit>,
     refused_q: DFF<Bit>,
+    // the searched list's count and where slot j stands against it, kept in registers (the
+    // count mux and 16-bit compares in front of the SPRAM address were a 38 ns path)
+    lk_cnt_q: DFF<Bits<16>>,
+    in_ids_q: DFF<Bit>,
+    at_cnt_q: DFF<Bit>,
     // write buffer: words left (0..3), next word (0 ID, 1 TS0, 2 t), target, entry
     wb_n: DFF<Bits<2>>,
     wb_w: DFF<Bits<2>>,
@@ -133,9 +138,9 @@ pub struct ListMemorySpram<const AW: usize> {
     wb_t: DFF<Bits<32>>,
     // combinational
     key_w: Signal<Local, Bits<64>>,
-    lk_cnt: Signal<Local, Bits<16>>,
     lk_act: Signal<Local, Bit>,
     in_ids: Signal<Local, Bit>,
+    start_cnt: Signal<Local, Bits<16>>,
     hit: Signal<Local, Bit>,
     rd_idx: Signal<Local, Bits<16>>,
     rd_reg: Signal<Local, Bits<14>>,
@@ -202,6 +207,9 @@ impl<const AW: usize> Default for ListMemorySpram<AW> {
             ts0_q: Default::default(),
             t_q: Default::default(),
             done_q: Default::default(),
+            lk_cnt_q: Default::default(),
+            in_ids_q: Default::default(),
+            at_cnt_q: Default::default(),
             refused_q: Default::default(),
             wb_n: Default::default(),
             wb_w: Default::default(),
@@ -212,9 +220,9 @@ impl<const AW: usize> Default for ListMemorySpram<AW> {
             wb_ts0: Default::default(),
             wb_t: Default::default(),
             key_w: Default::default(),
-            lk_cnt: Default::default(),
             lk_act: Default::default(),
             in_ids: Default::default(),
+            start_cnt: Default::default(),
             hit: Default::default(),
             rd_idx: Default::default(),
             rd_reg: Default::default(),
@@ -255,7 +263,7 @@ impl<const AW: usize> Logic for ListMemorySpram<AW> {
         dff_setup!(
             self, clock, c_act, c_cnt, c_stg, c_ver, c_ovf, t_act, t_cnt, t_stg, t_ver, t_ovf,
             state, ph, j, lk_list, lk_id, h, found_q, ts0_q, t_q, done_q, refused_q, wb_n, wb_w,
-            wb_list, wb_bank, wb_idx, wb_id, wb_ts0, wb_t
+            wb_list, wb_bank, wb_idx, wb_id, wb_ts0, wb_t, lk_cnt_q, in_ids_q, at_cnt_q
         );
 
         // ------------------------------------------------------------ status
@@ -282,17 +290,16 @@ impl<const AW: usize> Logic for ListMemorySpram<AW> {
         // ------------------------------------------------------------ search
         // (the searched list's active bank and count cannot change during a search)
         if self.lk_list.q.val() {
-            self.lk_cnt.next = self.t_cnt.q.val();
             self.lk_act.next = self.t_act.q.val();
         } else {
-            self.lk_cnt.next = self.c_cnt.q.val();
             self.lk_act.next = self.c_act.q.val();
         }
         self.key_w.next = (bit_cast::<64, 16>(self.sp3.read_data.val()) << 48)
             | (bit_cast::<64, 16>(self.sp2.read_data.val()) << 32)
             | (bit_cast::<64, 16>(self.sp1.read_data.val()) << 16)
             | bit_cast::<64, 16>(self.sp0.read_data.val());
-        self.in_ids.next = self.j.q.val() < self.lk_cnt.val();
+        self.in_ids.next = self.in_ids_q.q.val();
+        self.start_cnt.next = 0.into();
         self.hit.next = self.key_w.val() == self.lk_id.q.val();
         // read slot j: ID j, then TS0 and t of the first match (entry h)
         self.rd_idx.next = self.h.q.val();
@@ -303,7 +310,7 @@ impl<const AW: usize> Logic for ListMemorySpram<AW> {
             } else {
                 self.rd_reg.next = 0.into();
             }
-        } else if self.j.q.val() == self.lk_cnt.val() {
+        } else if self.at_cnt_q.q.val() {
             self.rd_reg.next = 0x2000.into();
         } else {
             self.rd_reg.next = 0x3000.into();
@@ -331,11 +338,15 @@ impl<const AW: usize> Logic for ListMemorySpram<AW> {
                             self.h.d.next = self.j.q.val();
                         }
                         self.j.d.next = self.j.q.val() + 1;
-                    } else if self.j.q.val() == self.lk_cnt.val() {
+                        self.in_ids_q.d.next = (self.j.q.val() + 1) < self.lk_cnt_q.q.val();
+                        self.at_cnt_q.d.next = (self.j.q.val() + 1) == self.lk_cnt_q.q.val();
+                    } else if self.at_cnt_q.q.val() {
                         if self.found_q.q.val() && self.lk_list.q.val() {
                             self.ts0_q.d.next = self.key_w.val();
                         }
                         self.j.d.next = self.j.q.val() + 1;
+                        self.in_ids_q.d.next = false;
+                        self.at_cnt_q.d.next = false;
                     } else {
                         if self.found_q.q.val() && self.lk_list.q.val() {
                             self.t_q.d.next = bit_cast::<32, 64>(self.key_w.val());
@@ -353,6 +364,22 @@ impl<const AW: usize> Logic for ListMemorySpram<AW> {
             self.lk_list.d.next = self.list.val();
             self.lk_id.d.next = self.id.val();
             self.j.d.next = 0.into();
+            // the count the search will see: a COMMIT of this list on the same edge
+            // publishes its staging count
+            if self.list.val() {
+                self.start_cnt.next = self.t_cnt.q.val();
+                if self.commit.val() && !self.clear.val() {
+                    self.start_cnt.next = self.t_stg.q.val();
+                }
+            } else {
+                self.start_cnt.next = self.c_cnt.q.val();
+                if self.commit.val() && !self.clear.val() {
+                    self.start_cnt.next = self.c_stg.q.val();
+                }
+            }
+            self.lk_cnt_q.d.next = self.start_cnt.val();
+            self.in_ids_q.d.next = self.start_cnt.val() != 0;
+            self.at_cnt_q.d.next = self.start_cnt.val() == 0;
             self.ph.d.next = false;
             self.h.d.next = 0.into();
             self.found_q.d.next = false;
