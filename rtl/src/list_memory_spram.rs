@@ -122,9 +122,8 @@ pub struct ListMemorySpram<const AW: usize> {
     t_q: DFF<Bits<32>>,
     done_q: DFF<Bit>,
     refused_q: DFF<Bit>,
-    // the searched list's count and where slot j stands against it, kept in registers (the
-    // count mux and 16-bit compares in front of the SPRAM address were a 38 ns path)
-    lk_cnt_q: DFF<Bits<16>>,
+    // where slot j stands against the searched list's count, kept in registers (the count mux
+    // and 16-bit compares in front of the SPRAM address were a 38 ns path)
     in_ids_q: DFF<Bit>,
     at_cnt_q: DFF<Bit>,
     // write buffer: words left (0..3), next word (0 ID, 1 TS0, 2 t), target, entry
@@ -141,6 +140,8 @@ pub struct ListMemorySpram<const AW: usize> {
     lk_act: Signal<Local, Bit>,
     in_ids: Signal<Local, Bit>,
     start_cnt: Signal<Local, Bits<16>>,
+    lk_cnt: Signal<Local, Bits<16>>,
+    j1_at: Signal<Local, Bit>,
     hit: Signal<Local, Bit>,
     rd_idx: Signal<Local, Bits<16>>,
     rd_reg: Signal<Local, Bits<14>>,
@@ -207,7 +208,6 @@ impl<const AW: usize> Default for ListMemorySpram<AW> {
             ts0_q: Default::default(),
             t_q: Default::default(),
             done_q: Default::default(),
-            lk_cnt_q: Default::default(),
             in_ids_q: Default::default(),
             at_cnt_q: Default::default(),
             refused_q: Default::default(),
@@ -223,6 +223,8 @@ impl<const AW: usize> Default for ListMemorySpram<AW> {
             lk_act: Default::default(),
             in_ids: Default::default(),
             start_cnt: Default::default(),
+            lk_cnt: Default::default(),
+            j1_at: Default::default(),
             hit: Default::default(),
             rd_idx: Default::default(),
             rd_reg: Default::default(),
@@ -263,7 +265,7 @@ impl<const AW: usize> Logic for ListMemorySpram<AW> {
         dff_setup!(
             self, clock, c_act, c_cnt, c_stg, c_ver, c_ovf, t_act, t_cnt, t_stg, t_ver, t_ovf,
             state, ph, j, lk_list, lk_id, h, found_q, ts0_q, t_q, done_q, refused_q, wb_n, wb_w,
-            wb_list, wb_bank, wb_idx, wb_id, wb_ts0, wb_t, lk_cnt_q, in_ids_q, at_cnt_q
+            wb_list, wb_bank, wb_idx, wb_id, wb_ts0, wb_t, in_ids_q, at_cnt_q
         );
 
         // ------------------------------------------------------------ status
@@ -290,10 +292,14 @@ impl<const AW: usize> Logic for ListMemorySpram<AW> {
         // ------------------------------------------------------------ search
         // (the searched list's active bank and count cannot change during a search)
         if self.lk_list.q.val() {
+            self.lk_cnt.next = self.t_cnt.q.val();
             self.lk_act.next = self.t_act.q.val();
         } else {
+            self.lk_cnt.next = self.c_cnt.q.val();
             self.lk_act.next = self.c_act.q.val();
         }
+        // j < count, so j + 1 < count unless j + 1 = count: one comparator, into registers
+        self.j1_at.next = (self.j.q.val() + 1) == self.lk_cnt.val();
         self.key_w.next = (bit_cast::<64, 16>(self.sp3.read_data.val()) << 48)
             | (bit_cast::<64, 16>(self.sp2.read_data.val()) << 32)
             | (bit_cast::<64, 16>(self.sp1.read_data.val()) << 16)
@@ -338,8 +344,8 @@ impl<const AW: usize> Logic for ListMemorySpram<AW> {
                             self.h.d.next = self.j.q.val();
                         }
                         self.j.d.next = self.j.q.val() + 1;
-                        self.in_ids_q.d.next = (self.j.q.val() + 1) < self.lk_cnt_q.q.val();
-                        self.at_cnt_q.d.next = (self.j.q.val() + 1) == self.lk_cnt_q.q.val();
+                        self.in_ids_q.d.next = !self.j1_at.val();
+                        self.at_cnt_q.d.next = self.j1_at.val();
                     } else if self.at_cnt_q.q.val() {
                         if self.found_q.q.val() && self.lk_list.q.val() {
                             self.ts0_q.d.next = self.key_w.val();
@@ -377,7 +383,6 @@ impl<const AW: usize> Logic for ListMemorySpram<AW> {
                     self.start_cnt.next = self.c_stg.q.val();
                 }
             }
-            self.lk_cnt_q.d.next = self.start_cnt.val();
             self.in_ids_q.d.next = self.start_cnt.val() != 0;
             self.at_cnt_q.d.next = self.start_cnt.val() == 0;
             self.ph.d.next = false;
