@@ -8,9 +8,10 @@
 //! `Idle` (a request waits, the verify unit and the list memory are idle) → `Fetch` (payload
 //! bytes 0..8 into the 72-bit header register `hdr`, 10 cycles) → `Wait` (the key store reads
 //! the slot named by byte 0) → `Prep` (latches the slot's word count) → `Prep2` (every
-//! validation of the command's fixed fields, one flag each, registered) → `Check` (the first
-//! failing flag gives the status; three cycles instead of one long one, the clock's old
-//! critical path) → the command's own states → `RWait` (the request buffer is released if still held;
+//! validation of the command's fixed fields, one flag each, registered, and VERIFY's field
+//! total) → `Prep3` (VERIFY's exact length against that total) → `Check` (the first failing
+//! flag gives the status; four cycles instead of one long one, the clock's old critical
+//! path) → the command's own states → `RWait` (the request buffer is released if still held;
 //! waits until the transmitter has finished the previous reply) → `RStatus`, `RLoad` / `REmit`
 //! (STATUS, then each reply field big-endian, one byte a cycle) → `RDone` (hands the reply to
 //! the transmitter) → `Idle`.
@@ -102,6 +103,7 @@ pub enum EngState {
     Wait,
     Prep,
     Prep2,
+    Prep3,
     Check,
     LkPar,
     LkPar2,
@@ -174,6 +176,9 @@ pub struct CommandEngine<
     // registers
     state: DFF<EngState>,
     cmd: DFF<Bits<8>>,
+    // cmd one-hot (bit c for command c < 16), latched with cmd: the 8-bit compares were the
+    // first levels of most of the engine's long paths
+    cmd1h: DFF<Bits<16>>,
     seq: DFF<Bits<8>>,
     len: DFF<Bits<16>>,
     hdr: DFF<Bits<72>>,
@@ -324,6 +329,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             c_idle: c(cfg.idle_timeout as u64),
             state: Default::default(),
             cmd: Default::default(),
+            cmd1h: Default::default(),
             seq: Default::default(),
             len: Default::default(),
             hdr: Default::default(),
@@ -423,7 +429,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.vu.clock.next = self.clock.val();
         self.lm.clock.next = self.clock.val();
         dff_setup!(
-            self, clock, state, cmd, seq, len, hdr, ptr, held, status, kw_q, ck, j, ctot, cw, av, aj, wi, f2, hi,
+            self, clock, state, cmd, cmd1h, seq, len, hdr, ptr, held, status, kw_q, ck, j, ctot, cw, av, aj, wi, f2, hi,
             ki, kv, ka, kpass, vu_slot, vu_ok, rem, eb, app_pend, ts0_q, t_q, cyc,
             verdict_q,
             rep_v, rep_l, fj, fb, sh, wa
@@ -461,7 +467,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         if self.b0.val().get_bit(0) {
             self.esize.next = 20.into();
         }
-        self.is_load.next = self.cmd.q.val() == 0x02;
+        self.is_load.next = self.cmd1h.q.val().get_bit(2);
         self.w2.next = self.f_words.val() << 1;
         self.w4.next = self.f_words.val() << 2;
         self.vtot.next = (self.kw.val() + self.r16.val()) << 1;
@@ -500,9 +506,6 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         if (self.f_mode.val() == 1) && (self.f_shift.val() >= (self.kw.val() << 4)) {
             self.ckw.next = self.ckw.val() | 0x0400;
         }
-        if self.len.q.val() != self.vtot.val() + 4 {
-            self.ckw.next = self.ckw.val() | 0x0800;
-        }
         if self.b0.val() > 1 {
             self.ckw.next = self.ckw.val() | 0x1000;
         }
@@ -535,7 +538,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.ev.next = 0.into();
         self.st_rd.next = false;
         self.ks_rd_slot.next = self.b0.val();
-        if self.cmd.q.val() == 0x03 {
+        if self.cmd1h.q.val().get_bit(3) {
             self.ks_rd_slot.next = 0.into();
         }
         self.ks_wr_index.next = self.widx.val();
@@ -565,7 +568,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.fv.next = 0.into();
         self.fnb.next = 4.into();
         self.nf.next = 0.into();
-        if self.cmd.q.val() == 0x01 {
+        if self.cmd1h.q.val().get_bit(1) {
             self.nf.next = 9.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<32, 8>(1.into()) << 24;
@@ -593,7 +596,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             } else {
                 self.fv.next = self.c_idle.val();
             }
-        } else if self.cmd.q.val() == 0x04 {
+        } else if self.cmd1h.q.val().get_bit(4) {
             self.nf.next = 2.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<32, 8>(self.verdict_q.q.val()) << 24;
@@ -602,15 +605,15 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 // cyc holds the run's count until the next run starts
                 self.fv.next = self.cyc.q.val();
             }
-        } else if self.cmd.q.val() == 0x06 {
+        } else if self.cmd1h.q.val().get_bit(6) {
             self.nf.next = 1.into();
             self.fv.next = bit_cast::<32, 16>(self.lm.staged.val()) << 16;
             self.fnb.next = 2.into();
-        } else if self.cmd.q.val() == 0x07 {
+        } else if self.cmd1h.q.val().get_bit(7) {
             self.nf.next = 1.into();
             self.fv.next = bit_cast::<32, 16>(self.lm.count.val()) << 16;
             self.fnb.next = 2.into();
-        } else if self.cmd.q.val() == 0x08 {
+        } else if self.cmd1h.q.val().get_bit(8) {
             self.nf.next = 6.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<32, 1>(self.lm.found.val().into()) << 24;
@@ -626,7 +629,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             } else {
                 self.fv.next = self.cyc.q.val();
             }
-        } else if self.cmd.q.val() == 0x09 {
+        } else if self.cmd1h.q.val().get_bit(9) {
             self.nf.next = 4.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<32, 16>(self.lm.count.val()) << 16;
@@ -640,7 +643,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.fv.next = bit_cast::<32, 1>(self.lm.full.val().into()) << 24;
                 self.fnb.next = 1.into();
             }
-        } else if self.cmd.q.val() == 0x0A {
+        } else if self.cmd1h.q.val().get_bit(10) {
             // the twelve counters come from the stats file (RLoad → RStat), not through fv
             self.nf.next = 12.into();
         }
@@ -650,6 +653,11 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             EngState::Idle => {
                 if self.req_valid.val() && !self.vu.busy.val() && !self.lm.busy.val() {
                     self.cmd.d.next = self.req_cmd.val();
+                    self.cmd1h.d.next = 0.into();
+                    if self.req_cmd.val() < 16 {
+                        self.cmd1h.d.next =
+                            bit_cast::<16, 1>(true.into()) << bit_cast::<16, 8>(self.req_cmd.val());
+                    }
                     self.seq.d.next = self.req_seq.val();
                     self.len.d.next = self.req_len.val();
                     self.held.d.next = true;
@@ -679,6 +687,15 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             }
             EngState::Prep2 => {
                 self.ck.d.next = self.ckw.val();
+                self.ctot.d.next = self.vtot.val();
+                self.state.d.next = EngState::Prep3;
+            }
+            EngState::Prep3 => {
+                // VERIFY's exact length from the registered total (the subtract, add and compare
+                // behind one register were a long path)
+                if self.len.q.val() != self.ctot.q.val() + 4 {
+                    self.ck.d.next = self.ck.q.val() | 0x0800;
+                }
                 self.state.d.next = EngState::Check;
             }
             EngState::Check => {
@@ -687,11 +704,11 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.av.d.next = false;
                 self.eb.d.next = 0.into();
                 self.app_pend.d.next = false;
-                if (self.cmd.q.val() == 0x01) || (self.cmd.q.val() == 0x0A) {
+                if self.cmd1h.q.val().get_bit(1) || self.cmd1h.q.val().get_bit(10) {
                     if self.ck.q.val().get_bit(0) {
                         self.status.d.next = 0x02.into();
                     }
-                } else if self.cmd.q.val() == 0x03 {
+                } else if self.cmd1h.q.val().get_bit(3) {
                     if self.ck.q.val().get_bit(0) {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(8) {
@@ -699,7 +716,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd.q.val() == 0x02 {
+                } else if self.cmd1h.q.val().get_bit(2) {
                     if self.ck.q.val().get_bit(1) {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(3) {
@@ -718,7 +735,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                         self.ptr.d.next = self.w2.val() + 6;
                         self.state.d.next = EngState::LkPar;
                     }
-                } else if self.cmd.q.val() == 0x04 {
+                } else if self.cmd1h.q.val().get_bit(4) {
                     if self.ck.q.val().get_bit(2) {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(3) {
@@ -733,14 +750,13 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                         self.status.d.next = 0x02.into();
                     } else {
                         self.ptr.d.next = 4.into();
-                        self.ctot.d.next = self.vtot.val();
                         self.cw.d.next = self.cm1.val();
                         self.wi.d.next = self.cm1.val();
                         self.f2.d.next = false;
                         self.state.d.next = EngState::Copy;
                     }
-                } else if (self.cmd.q.val() == 0x05)
-                    || (self.cmd.q.val() == 0x09)
+                } else if self.cmd1h.q.val().get_bit(5)
+                    || self.cmd1h.q.val().get_bit(9)
                 {
                     if self.ck.q.val().get_bit(13) {
                         self.status.d.next = 0x02.into();
@@ -749,7 +765,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd.q.val() == 0x07 {
+                } else if self.cmd1h.q.val().get_bit(7) {
                     if self.ck.q.val().get_bit(14) {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(12) {
@@ -757,7 +773,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd.q.val() == 0x08 {
+                } else if self.cmd1h.q.val().get_bit(8) {
                     if self.ck.q.val().get_bit(15) {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(12) {
@@ -765,7 +781,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd.q.val() == 0x06 {
+                } else if self.cmd1h.q.val().get_bit(6) {
                     if self.len.q.val() < 1 {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(12) {
@@ -952,13 +968,13 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             // ---------------------------------------------------------------- one-strobe commands
             EngState::Exec => {
                 self.state.d.next = EngState::RWait;
-                if self.cmd.q.val() == 0x03 {
+                if self.cmd1h.q.val().get_bit(3) {
                     self.ks_lock.next = true;
-                } else if self.cmd.q.val() == 0x05 {
+                } else if self.cmd1h.q.val().get_bit(5) {
                     self.lm_clear.next = true;
-                } else if self.cmd.q.val() == 0x07 {
+                } else if self.cmd1h.q.val().get_bit(7) {
                     self.lm_commit.next = true;
-                } else if self.cmd.q.val() == 0x08 {
+                } else if self.cmd1h.q.val().get_bit(8) {
                     self.lm_lookup.next = true;
                     self.cyc.d.next = 0.into();
                     self.state.d.next = EngState::LkWait;
@@ -998,7 +1014,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.sh.d.next = self.fv.val();
                 self.fb.d.next = self.fnb.val();
                 self.state.d.next = EngState::REmit;
-                if self.cmd.q.val() == 0x0A {
+                if self.cmd1h.q.val().get_bit(10) {
                     self.st_rd.next = true;
                     self.state.d.next = EngState::RStat;
                 }

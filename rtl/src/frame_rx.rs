@@ -98,6 +98,9 @@ pub struct FrameRx<const BAW: usize> {
     seq_q: DFF<Bits<8>>,
     len_q: DFF<Bits<16>>,
     idx: DFF<Bits<16>>,
+    // idx is the payload's last byte (idx = len − 1), kept in a register: the compare in front
+    // of the state register was a long path
+    idx_last: DFF<Bit>,
     drop_q: DFF<Bit>,
     idle: DFF<Bits<24>>,
     wr_buf: DFF<Bit>,
@@ -167,6 +170,7 @@ impl<const BAW: usize> FrameRx<BAW> {
             seq_q: Default::default(),
             len_q: Default::default(),
             idx: Default::default(),
+            idx_last: Default::default(),
             drop_q: Default::default(),
             idle: Default::default(),
             wr_buf: Default::default(),
@@ -203,7 +207,7 @@ impl<const BAW: usize> Logic for FrameRx<BAW> {
         self.mem.write_clock.next = self.clock.val();
         self.crc.clock.next = self.clock.val();
         dff_setup!(
-            self, clock, state, cmd_q, seq_q, len_q, idx, drop_q, idle, wr_buf, rd_buf, full0,
+            self, clock, state, cmd_q, seq_q, len_q, idx, idx_last, drop_q, idle, wr_buf, rd_buf, full0,
             full1, cmd0, seq0, len0, cmd1, seq1, len1, err_v, err_c, err_s, err_st
         );
 
@@ -280,6 +284,7 @@ impl<const BAW: usize> Logic for FrameRx<BAW> {
                     self.crc_strobe.next = true;
                     self.len_q.d.next = self.len_now.val();
                     self.idx.d.next = 0.into();
+                    self.idx_last.d.next = self.len_now.val() == 1;
                     self.drop_q.d.next = self.target_full.val();
                     if self.len_now.val() > self.max_payload.val() {
                         self.raise.next = true;
@@ -297,7 +302,8 @@ impl<const BAW: usize> Logic for FrameRx<BAW> {
                     self.crc_strobe.next = true;
                     self.wr_en.next = !self.drop_q.q.val();
                     self.idx.d.next = self.idx.q.val() + 1;
-                    if self.idx.q.val() == (self.len_q.q.val() - 1) {
+                    self.idx_last.d.next = (self.idx.q.val() + 2) == self.len_q.q.val();
+                    if self.idx_last.q.val() {
                         self.state.d.next = RxState::CrcHi;
                     }
                 }

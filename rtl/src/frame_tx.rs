@@ -67,6 +67,10 @@ pub struct FrameTx {
     cmd: DFF<Bits<8>>,
     seq: DFF<Bits<8>>,
     len: DFF<Bits<8>>,
+    // len + 5 and len + 6, latched with len (the adders in front of the byte mux and the CRC
+    // were a long path)
+    end_q: DFF<Bits<8>>,
+    last_q: DFF<Bits<8>>,
     status: DFF<Bits<8>>,
     k: DFF<Bits<8>>,
     ev_q: DFF<Bits<4>>,
@@ -117,6 +121,8 @@ impl Default for FrameTx {
             cmd: Default::default(),
             seq: Default::default(),
             len: Default::default(),
+            end_q: Default::default(),
+            last_q: Default::default(),
             status: Default::default(),
             k: Default::default(),
             ev_q: Default::default(),
@@ -147,7 +153,7 @@ impl Logic for FrameTx {
         self.ram.write_clock.next = self.clock.val();
         self.crc.clock.next = self.clock.val();
         dff_setup!(
-            self, clock, state, src_eng, cmd, seq, len, status, k, ev_q,
+            self, clock, state, src_eng, cmd, seq, len, end_q, last_q, status, k, ev_q,
             led
         );
         self.ev.next = self.ev_q.q.val();
@@ -178,10 +184,14 @@ impl Logic for FrameTx {
                 self.cmd.d.next = self.err_cmd.val();
                 self.seq.d.next = self.err_seq.val();
                 self.len.d.next = 1.into();
+                self.end_q.d.next = 6.into();
+                self.last_q.d.next = 7.into();
             } else {
                 self.cmd.d.next = self.rep_cmd.val();
                 self.seq.d.next = self.rep_seq.val();
                 self.len.d.next = self.rep_len.val().get_bits::<8>(0);
+                self.end_q.d.next = self.rep_len.val().get_bits::<8>(0) + 5;
+                self.last_q.d.next = self.rep_len.val().get_bits::<8>(0) + 6;
             }
             self.led.d.next = self.new_status.val() != 0;
             if self.new_status.val() == 0 {
@@ -196,8 +206,8 @@ impl Logic for FrameTx {
         }
 
         // ------------------------------------------------------------ byte k of the frame
-        self.data_end.next = self.len.q.val() + 5;
-        self.last.next = self.len.q.val() + 6;
+        self.data_end.next = self.end_q.q.val();
+        self.last.next = self.last_q.q.val();
         self.rd_addr.next = self.k.q.val() - 5;
         if self.k.q.val() == 0 {
             self.obyte.next = 0x5A.into();

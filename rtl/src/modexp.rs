@@ -104,9 +104,11 @@ pub struct ModExp<const AW: usize, const L: usize> {
     after_conv: DFF<Bit>,
     cur: DFF<Bits<32>>,
     j: DFF<Bits<16>>,
+    // j is the last word of the copy (j = words − 1), kept in a register: the compare in
+    // front of the multiplier's start, which fans out to its whole sequencer, was a long path
+    j_last: DFF<Bit>,
     // combinational
     fin_done: Signal<Local, Bit>,
-    wm1: Signal<Local, Bits<16>>,
     ebit: Signal<Local, Bit>,
     nxt: Signal<Local, MxOp>,
     cur_next: Signal<Local, Bits<32>>,
@@ -155,8 +157,8 @@ impl<const AW: usize, const L: usize> Default for ModExp<AW, L> {
             after_conv: Default::default(),
             cur: Default::default(),
             j: Default::default(),
+            j_last: Default::default(),
             fin_done: Default::default(),
-            wm1: Default::default(),
             ebit: Default::default(),
             nxt: Default::default(),
             cur_next: Default::default(),
@@ -205,7 +207,7 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
     fn update(&mut self) {
         // ------------------------------------------------------------ clocks
         self.mm.clock.next = self.clock.val();
-        dff_setup!(self, clock, state, op, after_conv, cur, j);
+        dff_setup!(self, clock, state, op, after_conv, cur, j, j_last);
 
         // ------------------------------------------------------------ status
         self.fin_done.next = (self.state.q.val() == MxState::Run)
@@ -213,7 +215,6 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
             && (self.op.q.val() == MxOp::Fin);
         self.done.next = self.fin_done.val();
         self.busy.next = (self.state.q.val() != MxState::Idle) && !self.fin_done.val();
-        self.wm1.next = self.words.val() - 1;
 
         // ------------------------------------------------------------ exponent scan
         // one-hot of the bit just below e's top bit: smear e down, keep the top, shift once
@@ -295,6 +296,7 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
                         self.cur.d.next = self.cur_next.val();
                         self.after_conv.d.next = self.op.q.val() == MxOp::Conv;
                         self.j.d.next = 0.into();
+                        self.j_last.d.next = self.words.val() == 1;
                         self.state.d.next = MxState::Copy;
                     }
                 }
@@ -306,11 +308,12 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
                 self.mm_wr_region.next = self.x_region.val();
                 self.mm_wr_en.next = true;
                 self.mm_rd_addr.next = self.j.q.val() + 1;
-                if self.j.q.val() == self.wm1.val() {
+                if self.j_last.q.val() {
                     self.mm_start.next = true;
                     self.state.d.next = MxState::Run;
                 } else {
                     self.j.d.next = self.j.q.val() + 1;
+                    self.j_last.d.next = (self.j.q.val() + 2) == self.words.val();
                 }
             }
             _ => {
