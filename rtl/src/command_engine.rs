@@ -176,9 +176,8 @@ pub struct CommandEngine<
     // registers
     state: DFF<EngState>,
     cmd: DFF<Bits<8>>,
-    // cmd one-hot (bit c for command c < 16), latched with cmd: the 8-bit compares were the
-    // first levels of most of the engine's long paths
-    cmd1h: DFF<Bits<16>>,
+    // cmd is one of 0x01…0x0A (latched with it, so Check decodes the low nibble only)
+    known: DFF<Bit>,
     seq: DFF<Bits<8>>,
     len: DFF<Bits<16>>,
     hdr: DFF<Bits<72>>,
@@ -228,6 +227,7 @@ pub struct CommandEngine<
     // combinational: header fields
     b0: Signal<Local, Bits<8>>,
     f_e: Signal<Local, Bits<32>>,
+    c4: Signal<Local, Bits<4>>,
     f_words: Signal<Local, Bits<16>>,
     f_mode: Signal<Local, Bits<8>>,
     f_shift: Signal<Local, Bits<16>>,
@@ -329,7 +329,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             c_idle: c(cfg.idle_timeout as u64),
             state: Default::default(),
             cmd: Default::default(),
-            cmd1h: Default::default(),
+            known: Default::default(),
             seq: Default::default(),
             len: Default::default(),
             hdr: Default::default(),
@@ -371,6 +371,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             wa: Default::default(),
             b0: Default::default(),
             f_e: Default::default(),
+            c4: Default::default(),
             f_words: Default::default(),
             f_mode: Default::default(),
             f_shift: Default::default(),
@@ -429,7 +430,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.vu.clock.next = self.clock.val();
         self.lm.clock.next = self.clock.val();
         dff_setup!(
-            self, clock, state, cmd, cmd1h, seq, len, hdr, ptr, held, status, kw_q, ck, j, ctot, cw, av, aj, wi, f2, hi,
+            self, clock, state, cmd, known, seq, len, hdr, ptr, held, status, kw_q, ck, j, ctot, cw, av, aj, wi, f2, hi,
             ki, kv, ka, kpass, vu_slot, vu_ok, rem, eb, app_pend, ts0_q, t_q, cyc,
             verdict_q,
             rep_v, rep_l, fj, fb, sh, wa
@@ -445,6 +446,9 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
 
         // ------------------------------------------------------------ header fields
         // hdr holds payload bytes 0..8, byte 0 in bits 71..64
+        // the command's low nibble: enough past Check, which answers every code above 0x0A
+        // with UNKNOWN_CMD (no command state, no reply fields); one LUT level instead of two
+        self.c4.next = self.cmd.q.val().get_bits::<4>(0);
         self.b0.next = self.hdr.q.val().get_bits::<8>(64);
         self.f_e.next = self.hdr.q.val().get_bits::<32>(32);
         self.f_words.next = self.hdr.q.val().get_bits::<16>(16);
@@ -467,7 +471,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         if self.b0.val().get_bit(0) {
             self.esize.next = 20.into();
         }
-        self.is_load.next = self.cmd1h.q.val().get_bit(2);
+        self.is_load.next = self.c4.val() == 2;
         self.w2.next = self.f_words.val() << 1;
         self.w4.next = self.f_words.val() << 2;
         self.vtot.next = (self.kw.val() + self.r16.val()) << 1;
@@ -538,7 +542,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.ev.next = 0.into();
         self.st_rd.next = false;
         self.ks_rd_slot.next = self.b0.val();
-        if self.cmd1h.q.val().get_bit(3) {
+        if self.c4.val() == 3 {
             self.ks_rd_slot.next = 0.into();
         }
         self.ks_wr_index.next = self.widx.val();
@@ -568,7 +572,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
         self.fv.next = 0.into();
         self.fnb.next = 4.into();
         self.nf.next = 0.into();
-        if self.cmd1h.q.val().get_bit(1) {
+        if self.c4.val() == 1 {
             self.nf.next = 9.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<32, 8>(1.into()) << 24;
@@ -596,7 +600,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             } else {
                 self.fv.next = self.c_idle.val();
             }
-        } else if self.cmd1h.q.val().get_bit(4) {
+        } else if self.c4.val() == 4 {
             self.nf.next = 2.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<32, 8>(self.verdict_q.q.val()) << 24;
@@ -605,15 +609,15 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 // cyc holds the run's count until the next run starts
                 self.fv.next = self.cyc.q.val();
             }
-        } else if self.cmd1h.q.val().get_bit(6) {
+        } else if self.c4.val() == 6 {
             self.nf.next = 1.into();
             self.fv.next = bit_cast::<32, 16>(self.lm.staged.val()) << 16;
             self.fnb.next = 2.into();
-        } else if self.cmd1h.q.val().get_bit(7) {
+        } else if self.c4.val() == 7 {
             self.nf.next = 1.into();
             self.fv.next = bit_cast::<32, 16>(self.lm.count.val()) << 16;
             self.fnb.next = 2.into();
-        } else if self.cmd1h.q.val().get_bit(8) {
+        } else if self.c4.val() == 8 {
             self.nf.next = 6.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<32, 1>(self.lm.found.val().into()) << 24;
@@ -629,7 +633,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             } else {
                 self.fv.next = self.cyc.q.val();
             }
-        } else if self.cmd1h.q.val().get_bit(9) {
+        } else if self.c4.val() == 9 {
             self.nf.next = 4.into();
             if self.fj.q.val() == 0 {
                 self.fv.next = bit_cast::<32, 16>(self.lm.count.val()) << 16;
@@ -643,7 +647,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.fv.next = bit_cast::<32, 1>(self.lm.full.val().into()) << 24;
                 self.fnb.next = 1.into();
             }
-        } else if self.cmd1h.q.val().get_bit(10) {
+        } else if self.c4.val() == 10 {
             // the twelve counters come from the stats file (RLoad → RStat), not through fv
             self.nf.next = 12.into();
         }
@@ -653,11 +657,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             EngState::Idle => {
                 if self.req_valid.val() && !self.vu.busy.val() && !self.lm.busy.val() {
                     self.cmd.d.next = self.req_cmd.val();
-                    self.cmd1h.d.next = 0.into();
-                    if self.req_cmd.val() < 16 {
-                        self.cmd1h.d.next =
-                            bit_cast::<16, 1>(true.into()) << bit_cast::<16, 8>(self.req_cmd.val());
-                    }
+                    self.known.d.next = (self.req_cmd.val() >= 0x01) && (self.req_cmd.val() <= 0x0A);
                     self.seq.d.next = self.req_seq.val();
                     self.len.d.next = self.req_len.val();
                     self.held.d.next = true;
@@ -704,11 +704,13 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.av.d.next = false;
                 self.eb.d.next = 0.into();
                 self.app_pend.d.next = false;
-                if self.cmd1h.q.val().get_bit(1) || self.cmd1h.q.val().get_bit(10) {
+                if !self.known.q.val() {
+                    self.status.d.next = 0x03.into();
+                } else if (self.c4.val() == 1) || (self.c4.val() == 10) {
                     if self.ck.q.val().get_bit(0) {
                         self.status.d.next = 0x02.into();
                     }
-                } else if self.cmd1h.q.val().get_bit(3) {
+                } else if self.c4.val() == 3 {
                     if self.ck.q.val().get_bit(0) {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(8) {
@@ -716,7 +718,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd1h.q.val().get_bit(2) {
+                } else if self.c4.val() == 2 {
                     if self.ck.q.val().get_bit(1) {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(3) {
@@ -735,7 +737,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                         self.ptr.d.next = self.w2.val() + 6;
                         self.state.d.next = EngState::LkPar;
                     }
-                } else if self.cmd1h.q.val().get_bit(4) {
+                } else if self.c4.val() == 4 {
                     if self.ck.q.val().get_bit(2) {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(3) {
@@ -755,8 +757,8 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                         self.f2.d.next = false;
                         self.state.d.next = EngState::Copy;
                     }
-                } else if self.cmd1h.q.val().get_bit(5)
-                    || self.cmd1h.q.val().get_bit(9)
+                } else if (self.c4.val() == 5)
+                    || (self.c4.val() == 9)
                 {
                     if self.ck.q.val().get_bit(13) {
                         self.status.d.next = 0x02.into();
@@ -765,7 +767,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd1h.q.val().get_bit(7) {
+                } else if self.c4.val() == 7 {
                     if self.ck.q.val().get_bit(14) {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(12) {
@@ -773,7 +775,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd1h.q.val().get_bit(8) {
+                } else if self.c4.val() == 8 {
                     if self.ck.q.val().get_bit(15) {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(12) {
@@ -781,7 +783,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                     } else {
                         self.state.d.next = EngState::Exec;
                     }
-                } else if self.cmd1h.q.val().get_bit(6) {
+                } else if self.c4.val() == 6 {
                     if self.len.q.val() < 1 {
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(12) {
@@ -968,13 +970,13 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
             // ---------------------------------------------------------------- one-strobe commands
             EngState::Exec => {
                 self.state.d.next = EngState::RWait;
-                if self.cmd1h.q.val().get_bit(3) {
+                if self.c4.val() == 3 {
                     self.ks_lock.next = true;
-                } else if self.cmd1h.q.val().get_bit(5) {
+                } else if self.c4.val() == 5 {
                     self.lm_clear.next = true;
-                } else if self.cmd1h.q.val().get_bit(7) {
+                } else if self.c4.val() == 7 {
                     self.lm_commit.next = true;
-                } else if self.cmd1h.q.val().get_bit(8) {
+                } else if self.c4.val() == 8 {
                     self.lm_lookup.next = true;
                     self.cyc.d.next = 0.into();
                     self.state.d.next = EngState::LkWait;
@@ -1014,7 +1016,7 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                 self.sh.d.next = self.fv.val();
                 self.fb.d.next = self.fnb.val();
                 self.state.d.next = EngState::REmit;
-                if self.cmd1h.q.val().get_bit(10) {
+                if self.c4.val() == 10 {
                     self.st_rd.next = true;
                     self.state.d.next = EngState::RStat;
                 }
