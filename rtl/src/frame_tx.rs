@@ -32,6 +32,7 @@ use rust_hdl::prelude::*;
 pub enum TxState {
     Idle,
     Prep,
+    Hold,
     Send,
 }
 
@@ -71,6 +72,10 @@ pub struct FrameTx {
     // were a long path)
     end_q: DFF<Bits<8>>,
     last_q: DFF<Bits<8>>,
+    // byte k and whether it enters the CRC, registered in Hold (the byte mux from k's compares
+    // into the CRC was the UP5K's critical path); Send presents them
+    ob_q: DFF<Bits<8>>,
+    crc_ok_q: DFF<Bit>,
     status: DFF<Bits<8>>,
     k: DFF<Bits<8>>,
     ev_q: DFF<Bits<4>>,
@@ -123,6 +128,8 @@ impl Default for FrameTx {
             len: Default::default(),
             end_q: Default::default(),
             last_q: Default::default(),
+            ob_q: Default::default(),
+            crc_ok_q: Default::default(),
             status: Default::default(),
             k: Default::default(),
             ev_q: Default::default(),
@@ -153,7 +160,7 @@ impl Logic for FrameTx {
         self.ram.write_clock.next = self.clock.val();
         self.crc.clock.next = self.clock.val();
         dff_setup!(
-            self, clock, state, src_eng, cmd, seq, len, end_q, last_q, status, k, ev_q,
+            self, clock, state, src_eng, cmd, seq, len, end_q, last_q, ob_q, crc_ok_q, status, k, ev_q,
             led
         );
         self.ev.next = self.ev_q.q.val();
@@ -236,13 +243,18 @@ impl Logic for FrameTx {
             TxState::Idle => {}
             TxState::Prep => {
                 // the reply RAM's read address was issued this cycle
+                self.state.d.next = TxState::Hold;
+            }
+            TxState::Hold => {
+                // the RAM's word is here: byte k into a register
+                self.ob_q.d.next = self.obyte.val();
+                self.crc_ok_q.d.next = (self.k.q.val() != 0) && (self.k.q.val() < self.data_end.val());
                 self.state.d.next = TxState::Send;
             }
             TxState::Send => {
                 if self.out_ready.val() {
                     self.load.next = true;
-                    self.crc_strobe.next =
-                        (self.k.q.val() != 0) && (self.k.q.val() < self.data_end.val());
+                    self.crc_strobe.next = self.crc_ok_q.q.val();
                     if self.k.q.val() == self.last.val() {
                         self.state.d.next = TxState::Idle;
                     } else {
@@ -262,7 +274,7 @@ impl Logic for FrameTx {
         }
 
         // ------------------------------------------------------------ children / outputs
-        self.out_data.next = self.obyte.val();
+        self.out_data.next = self.ob_q.q.val();
         self.out_load.next = self.load.val() && !self.reset.val();
         self.ram.read_address.next = self.rd_addr.val().get_bits::<6>(0);
         self.ram.write_address.next = self.wr_addr.val();
@@ -270,7 +282,7 @@ impl Logic for FrameTx {
         self.ram.write_enable.next = self.wr_en.val();
         self.crc.clear.next = self.crc_clear.val();
         self.crc.strobe.next = self.crc_strobe.val();
-        self.crc.data.next = self.obyte.val();
+        self.crc.data.next = self.ob_q.q.val();
     }
 }
 
