@@ -36,9 +36,11 @@
 //!
 //! # Sequencing
 //!
-//! `Idle` → `Cmp` (2s cycles: reads s and n from the top word down, alternately; the first
-//! differing word decides s < n, and s ≠ 0 is OR-ed up) → `CmpEnd` (last word, the comparison
-//! registered) → `CmpDec` (verdict ERROR or start of the exponentiation) → `Exp` (waits for [`ModExp`]'s `done`,
+//! `Idle` → `Cmp` (2s cycles: reads s and n from word 0 up, alternately; each word is
+//! subtracted with the borrow of the words below, s < n iff the last borrow is 1, and s ≠ 0 is
+//! OR-ed up; a carry chain from the read port instead of an equality and a less-than deciding
+//! the first differing word, which was the UP5K's critical path) → `CmpEnd` (last word, the
+//! borrow registered) → `CmpDec` (verdict ERROR or start of the exponentiation) → `Exp` (waits for [`ModExp`]'s `done`,
 //! reading reference word 0 in that cycle) → `Chk` (2s − 1 cycles: y word k and reference
 //! word k + 1 alternately, y word k compared with reference word k under the mask) →
 //! `ChkEnd` (last word) → `Idle` with `done`.
@@ -106,7 +108,6 @@ pub struct VerifyUnit<const AW: usize, const L: usize> {
     i: DFF<Bits<16>>,
     ph: DFF<Bit>,
     cmp_v: DFF<Bit>,
-    decided: DFF<Bit>,
     lt: DFF<Bit>,
     nz: DFF<Bit>,
     mism: DFF<Bit>,
@@ -123,7 +124,7 @@ pub struct VerifyUnit<const AW: usize, const L: usize> {
     s_w: Signal<Local, Bits<16>>,
     n_w: Signal<Local, Bits<16>>,
     y_w: Signal<Local, Bits<16>>,
-    differ: Signal<Local, Bit>,
+    bw: Signal<Local, Bits<17>>,
     lt_now: Signal<Local, Bit>,
     nz_now: Signal<Local, Bit>,
     k32: Signal<Local, Bits<32>>,
@@ -171,7 +172,6 @@ impl<const AW: usize, const L: usize> Default for VerifyUnit<AW, L> {
             i: Default::default(),
             ph: Default::default(),
             cmp_v: Default::default(),
-            decided: Default::default(),
             lt: Default::default(),
             nz: Default::default(),
             mism: Default::default(),
@@ -185,7 +185,7 @@ impl<const AW: usize, const L: usize> Default for VerifyUnit<AW, L> {
             s_w: Default::default(),
             n_w: Default::default(),
             y_w: Default::default(),
-            differ: Default::default(),
+            bw: Default::default(),
             lt_now: Default::default(),
             nz_now: Default::default(),
             k32: Default::default(),
@@ -223,7 +223,7 @@ impl<const AW: usize, const L: usize> Logic for VerifyUnit<AW, L> {
         self.mx.clock.next = self.clock.val();
         dff_setup!(
             self, clock, state, words_q, n0p_q, e_q, mode_q, shift_word, shift_bit, cfg_bad, i,
-            ph, cmp_v, decided, lt, nz, mism, verdict_q, done_q, s_lat, f_lat, mask_q, wm1
+            ph, cmp_v, lt, nz, mism, verdict_q, done_q, s_lat, f_lat, mask_q, wm1
         );
 
         // ------------------------------------------------------------ status
@@ -238,11 +238,11 @@ impl<const AW: usize, const L: usize> Logic for VerifyUnit<AW, L> {
         // s word (latched last cycle) against the n word arriving now
         self.s_w.next = self.s_lat.q.val();
         self.n_w.next = self.mx.rd_data.val();
-        self.differ.next = self.s_w.val() != self.n_w.val();
-        self.lt_now.next = self.lt.q.val();
-        if !self.decided.q.val() && self.differ.val() {
-            self.lt_now.next = self.s_w.val() < self.n_w.val();
-        }
+        // s − n word by word from word 0 up: lt holds the borrow of the words below
+        self.bw.next = bit_cast::<17, 16>(self.s_w.val())
+            - bit_cast::<17, 16>(self.n_w.val())
+            - bit_cast::<17, 1>(self.lt.q.val().into());
+        self.lt_now.next = self.bw.val().get_bit(16);
         self.nz_now.next = self.nz.q.val() || (self.s_w.val() != 0);
 
         // ------------------------------------------------------------ compare step
@@ -285,11 +285,10 @@ impl<const AW: usize, const L: usize> Logic for VerifyUnit<AW, L> {
             VuState::Cmp => {
                 self.mx_rd_addr.next = self.i.q.val();
                 if !self.ph.q.val() {
-                    // read s word i; the n word of word i + 1 arrives
+                    // read s word i; the n word of word i − 1 arrives
                     self.mx_rd_region.next = 2.into(); // REGION_BASE
                     self.cmp_v.d.next = true;
                     if self.cmp_v.q.val() {
-                        self.decided.d.next = self.decided.q.val() || self.differ.val();
                         self.lt.d.next = self.lt_now.val();
                         self.nz.d.next = self.nz_now.val();
                     }
@@ -299,16 +298,16 @@ impl<const AW: usize, const L: usize> Logic for VerifyUnit<AW, L> {
                     self.mx_rd_region.next = 0.into(); // REGION_N
                     self.s_lat.d.next = self.mx.rd_data.val();
                     self.ph.d.next = false;
-                    if self.i.q.val() == 0 {
+                    if self.i.q.val() == self.wm1.q.val() {
                         self.state.d.next = VuState::CmpEnd;
                     } else {
-                        self.i.d.next = self.i.q.val() - 1;
+                        self.i.d.next = self.i.q.val() + 1;
                     }
                 }
             }
             VuState::CmpEnd => {
-                // word 0's n is here: the comparison is registered before it decides (the
-                // read mux and the 16-bit compare are a full cycle already)
+                // the top word's n is here: the borrow is registered before it decides (the
+                // read mux and the 16-bit subtract are a full cycle already)
                 self.lt.d.next = self.lt_now.val();
                 self.nz.d.next = self.nz_now.val();
                 self.state.d.next = VuState::CmpDec;
@@ -378,10 +377,9 @@ impl<const AW: usize, const L: usize> Logic for VerifyUnit<AW, L> {
             self.shift_bit.d.next = self.top_shift.val().get_bits::<16>(0) & 15;
             self.cfg_bad.d.next =
                 self.mode.val() && (self.top_shift.val() >= self.total_bits.val());
-            self.i.d.next = self.words.val() - 1;
+            self.i.d.next = 0.into();
             self.ph.d.next = false;
             self.cmp_v.d.next = false;
-            self.decided.d.next = false;
             self.lt.d.next = false;
             self.nz.d.next = false;
             self.verdict_q.d.next = 0.into(); // NONE
