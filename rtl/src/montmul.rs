@@ -285,6 +285,10 @@ pub struct MontMul<const AW: usize, const L: usize> {
     rc: DFF<Bit>,
     borrow: DFF<Bit>,
     use_diff: DFF<Bit>,
+    // the top word has just been resolved: use_diff is decided a cycle later from the
+    // registered carry and borrow (the two chained 16-bit chains and the decision in one cycle
+    // were the UP5K's critical path); the result's first read data comes a cycle after Done
+    rs_fin: DFF<Bit>,
     fwd_hit: [DFF<Bit>; L],
     fwd_data: [DFF<Bits<16>>; L],
     cfwd_hit: [DFF<Bit>; L],
@@ -406,6 +410,7 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             rc: Default::default(),
             borrow: Default::default(),
             use_diff: Default::default(),
+            rs_fin: Default::default(),
             fwd_hit: lanes(),
             fwd_data: lanes(),
             cfwd_hit: lanes(),
@@ -466,7 +471,7 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
             self, clock, rd_res_q, state, g, row_addr, row_lane, last_g, last_lane, first_row,
             last_row, n0p_q, a_base, b_base, b_one_q, lane_sel_q, ex_op, ex_g, ex_first,
             ex_fetch, ex_pre, ex_top, ex_nvalid, rs_on, rs_top, rs_lane, rs_row, rs_t, rs_c,
-            rs_n, b_q, c, t0, t_top, t_s, t_s1, m, rc, borrow, use_diff
+            rs_n, b_q, c, t0, t_top, t_s, t_s1, m, rc, borrow, use_diff, rs_fin
         );
 
         // ------------------------------------------------------------ host ports
@@ -827,12 +832,11 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
             }
             self.rc.d.next = self.res_x.val().get_bit(16);
             self.borrow.d.next = self.res_d.val().get_bit(16);
-            if self.rs_top.q.val() {
-                // t − n when t ≥ 2^(16·s') (a word above the top is set) or t ≥ n
-                self.use_diff.d.next = (self.t_s.q.val() != 0)
-                    || self.res_x.val().get_bit(16)
-                    || !self.res_d.val().get_bit(16);
-            }
+        }
+        self.rs_fin.d.next = self.rs_on.q.val() && self.rs_top.q.val();
+        if self.rs_fin.q.val() {
+            // t − n when t ≥ 2^(16·s') (a word above the top is set) or t ≥ n
+            self.use_diff.d.next = (self.t_s.q.val() != 0) || self.rc.q.val() || !self.borrow.q.val();
         }
         // host writes (only while not busy, when the execute stage writes nothing)
         if !self.busy.val() {
