@@ -107,6 +107,12 @@ pub struct ModExp<const AW: usize, const L: usize> {
     // j is the last word of the copy (j = words − 1), kept in a register: the compare in
     // front of the multiplier's start, which fans out to its whole sequencer, was a long path
     j_last: DFF<Bit>,
+    // the exponent scan's flags for the running cur, registered: they are read only when a
+    // product finishes, at least a Copy and a whole product after cur last changed (the 32-bit
+    // AND-OR and compares in front of the next-product decision were the UP5K's critical path)
+    ebit_q: DFF<Bit>,
+    cur_any_q: DFF<Bit>,
+    cur_one_q: DFF<Bit>,
     // combinational
     fin_done: Signal<Local, Bit>,
     ebit: Signal<Local, Bit>,
@@ -158,6 +164,9 @@ impl<const AW: usize, const L: usize> Default for ModExp<AW, L> {
             cur: Default::default(),
             j: Default::default(),
             j_last: Default::default(),
+            ebit_q: Default::default(),
+            cur_any_q: Default::default(),
+            cur_one_q: Default::default(),
             fin_done: Default::default(),
             ebit: Default::default(),
             nxt: Default::default(),
@@ -207,7 +216,7 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
     fn update(&mut self) {
         // ------------------------------------------------------------ clocks
         self.mm.clock.next = self.clock.val();
-        dff_setup!(self, clock, state, op, after_conv, cur, j, j_last);
+        dff_setup!(self, clock, state, op, after_conv, cur, j, j_last, ebit_q, cur_any_q, cur_one_q);
 
         // ------------------------------------------------------------ status
         self.fin_done.next = (self.state.q.val() == MxState::Run)
@@ -225,13 +234,16 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
         self.smear5.next = self.smear4.val() | (self.smear4.val() >> 16);
         self.cur_init.next = (self.smear5.val() ^ (self.smear5.val() >> 1)) >> 1;
         // the product after the running one
-        self.ebit.next = (self.e.val() & self.cur.q.val()).any();
+        self.ebit_q.d.next = (self.e.val() & self.cur.q.val()).any();
+        self.cur_any_q.d.next = self.cur.q.val().any();
+        self.cur_one_q.d.next = self.cur.q.val() == 1;
+        self.ebit.next = self.ebit_q.q.val();
         self.nxt.next = MxOp::Fin;
         self.cur_next.next = self.cur.q.val() >> 1;
         match self.op.q.val() {
             MxOp::Conv => {
                 self.cur_next.next = self.cur.q.val();
-                if self.cur.q.val().any() {
+                if self.cur_any_q.q.val() {
                     self.nxt.next = MxOp::Sq;
                 }
             }
@@ -239,12 +251,12 @@ impl<const AW: usize, const L: usize> Logic for ModExp<AW, L> {
                 if self.ebit.val() {
                     self.nxt.next = MxOp::Mul;
                     self.cur_next.next = self.cur.q.val();
-                } else if self.cur.q.val() != 1 {
+                } else if !self.cur_one_q.q.val() {
                     self.nxt.next = MxOp::Sq;
                 }
             }
             MxOp::Mul => {
-                if self.cur.q.val() != 1 {
+                if !self.cur_one_q.q.val() {
                     self.nxt.next = MxOp::Sq;
                 }
             }

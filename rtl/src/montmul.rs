@@ -308,6 +308,10 @@ pub struct MontMul<const AW: usize, const L: usize> {
     res_x: Signal<Local, Bits<32>>,
     rc_w: Signal<Local, Bits<32>>,
     borrow_w: Signal<Local, Bits<32>>,
+    csa_s: Signal<Local, Bits<16>>,
+    csa_c: Signal<Local, Bits<16>>,
+    res_dh: Signal<Local, Bits<2>>,
+    res_borrow: Signal<Local, Bit>,
     res_d: Signal<Local, Bits<32>>,
     // combinational, per lane
     opw: [Signal<Local, Bits<16>>; L],
@@ -429,6 +433,10 @@ impl<const AW: usize, const L: usize> Default for MontMul<AW, L> {
             res_x: Default::default(),
             rc_w: Default::default(),
             borrow_w: Default::default(),
+            csa_s: Default::default(),
+            csa_c: Default::default(),
+            res_dh: Default::default(),
+            res_borrow: Default::default(),
             res_d: Default::default(),
             opw: lanes(),
             t_ram_eff: lanes(),
@@ -739,16 +747,27 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
         if self.rc.q.val() {
             self.rc_w.next = 1.into();
         }
-        self.borrow_w.next = 0.into();
+        // 1 − borrow
+        self.borrow_w.next = 1.into();
         if self.borrow.q.val() {
-            self.borrow_w.next = 1.into();
+            self.borrow_w.next = 0.into();
         }
         self.res_x.next = bit_cast::<32, 16>(self.rs_t.q.val())
             + bit_cast::<32, 16>(self.rs_c.q.val())
             + self.rc_w.val();
-        self.res_d.next = bit_cast::<32, 16>(self.res_x.val().get_bits::<16>(0))
-            - bit_cast::<32, 16>(self.rs_n.q.val())
-            - self.borrow_w.val();
+        // d beside r rather than after it (two chained 16-bit chains were the UP5K's critical
+        // path): t + c + ~n compressed to a sum and a carry vector (one LUT each), then one
+        // chain adds them with the carry bit and 1 − borrow: res_d = r − n − borrow + 2^16,
+        // whose low half is d's word; the word borrowed iff res_d < 2^16·(1 + r's carry out)
+        self.csa_s.next = self.rs_t.q.val() ^ self.rs_c.q.val() ^ !self.rs_n.q.val();
+        self.csa_c.next = (self.rs_t.q.val() & self.rs_c.q.val())
+            | ((self.rs_t.q.val() | self.rs_c.q.val()) & !self.rs_n.q.val());
+        self.res_d.next = bit_cast::<32, 16>(self.csa_s.val())
+            + ((bit_cast::<32, 16>(self.csa_c.val()) << 1) | self.rc_w.val())
+            + self.borrow_w.val();
+        self.res_dh.next = self.res_d.val().get_bits::<2>(16);
+        self.res_borrow.next = (self.res_dh.val() == 0)
+            || ((self.res_dh.val() == 1) && self.res_x.val().get_bit(16));
         // RAM write ports
         self.ex_gm1.next = self.ex_g.q.val() - 1;
         self.wa_res.next = self.d_base.val() | bit_cast::<16, AW>(self.rs_row.q.val());
@@ -831,7 +850,7 @@ impl<const AW: usize, const L: usize> Logic for MontMul<AW, L> {
                 }
             }
             self.rc.d.next = self.res_x.val().get_bit(16);
-            self.borrow.d.next = self.res_d.val().get_bit(16);
+            self.borrow.d.next = self.res_borrow.val();
         }
         self.rs_fin.d.next = self.rs_on.q.val() && self.rs_top.q.val();
         if self.rs_fin.q.val() {
