@@ -101,6 +101,11 @@ pub struct FrameRx<const BAW: usize> {
     // idx is the payload's last byte (idx = len − 1), kept in a register: the compare in front
     // of the state register was a long path
     idx_last: DFF<Bit>,
+    // LEN_HI against max_payload's high byte (and zero), registered: LEN_LO then compares only
+    // its own byte (the 16-bit compare from the UART's byte was the UP5K's critical path)
+    hi_gt: DFF<Bit>,
+    hi_eq: DFF<Bit>,
+    hi_zero: DFF<Bit>,
     drop_q: DFF<Bit>,
     idle: DFF<Bits<24>>,
     wr_buf: DFF<Bit>,
@@ -171,6 +176,9 @@ impl<const BAW: usize> FrameRx<BAW> {
             len_q: Default::default(),
             idx: Default::default(),
             idx_last: Default::default(),
+            hi_gt: Default::default(),
+            hi_eq: Default::default(),
+            hi_zero: Default::default(),
             drop_q: Default::default(),
             idle: Default::default(),
             wr_buf: Default::default(),
@@ -207,7 +215,7 @@ impl<const BAW: usize> Logic for FrameRx<BAW> {
         self.mem.write_clock.next = self.clock.val();
         self.crc.clock.next = self.clock.val();
         dff_setup!(
-            self, clock, state, cmd_q, seq_q, len_q, idx, idx_last, drop_q, idle, wr_buf, rd_buf, full0,
+            self, clock, state, cmd_q, seq_q, len_q, idx, idx_last, hi_gt, hi_eq, hi_zero, drop_q, idle, wr_buf, rd_buf, full0,
             full1, cmd0, seq0, len0, cmd1, seq1, len1, err_v, err_c, err_s, err_st
         );
 
@@ -276,6 +284,9 @@ impl<const BAW: usize> Logic for FrameRx<BAW> {
                 if self.in_valid.val() {
                     self.crc_strobe.next = true;
                     self.len_q.d.next = bit_cast::<16, 8>(self.in_data.val()) << 8;
+                    self.hi_gt.d.next = self.in_data.val() > self.max_payload.val().get_bits::<8>(8);
+                    self.hi_eq.d.next = self.in_data.val() == self.max_payload.val().get_bits::<8>(8);
+                    self.hi_zero.d.next = self.in_data.val() == 0;
                     self.state.d.next = RxState::LenLo;
                 }
             }
@@ -284,13 +295,16 @@ impl<const BAW: usize> Logic for FrameRx<BAW> {
                     self.crc_strobe.next = true;
                     self.len_q.d.next = self.len_now.val();
                     self.idx.d.next = 0.into();
-                    self.idx_last.d.next = self.len_now.val() == 1;
+                    self.idx_last.d.next = self.hi_zero.q.val() && (self.in_data.val() == 1);
                     self.drop_q.d.next = self.target_full.val();
-                    if self.len_now.val() > self.max_payload.val() {
+                    if self.hi_gt.q.val()
+                        || (self.hi_eq.q.val()
+                            && (self.in_data.val() > self.max_payload.val().get_bits::<8>(0)))
+                    {
                         self.raise.next = true;
                         self.raise_st.next = 0x04.into();
                         self.state.d.next = RxState::Hunt;
-                    } else if self.len_now.val() == 0 {
+                    } else if self.hi_zero.q.val() && (self.in_data.val() == 0) {
                         self.state.d.next = RxState::CrcHi;
                     } else {
                         self.state.d.next = RxState::Payload;
@@ -456,6 +470,8 @@ mod tests {
         push(&mut sched, &request(0x0A, 9, &p9));
         push(&mut sched, &request(0x02, 10, &[]));
         sched.extend(vec![None; 100]);
+        push(&mut sched, &[0xA5, 0x07, 11, 0x01, 0x00]); // TOO_LONG from the high byte (256)
+        sched.extend(vec![None; 20]);
 
         let mut uut = FrameRx::<BAW>::new(16, idle);
         uut.reset.connect();
@@ -537,6 +553,7 @@ mod tests {
             Ev::Req(0x06, 2, p2),
             Ev::Req(0x0A, 9, p9),
             Ev::Req(0x02, 10, vec![]),
+            Ev::Err(ST_TOO_LONG, 0x07, 11),
         ];
         assert_eq!(got, want);
     }
