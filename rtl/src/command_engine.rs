@@ -784,7 +784,8 @@ impl<const VAW: usize, const L: usize, const KAW: usize, const SLOTS: usize, con
                         self.state.d.next = EngState::Exec;
                     }
                 } else if self.c4.val() == 6 {
-                    if self.len.q.val() < 1 {
+                    if !self.ck.q.val().get_bit(0) {
+                        // LEN = 0 (flag 0 is LEN ≠ 0)
                         self.status.d.next = 0x02.into();
                     } else if self.ck.q.val().get_bit(12) {
                         self.status.d.next = 0x05.into();
