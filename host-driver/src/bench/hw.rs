@@ -148,6 +148,9 @@ pub struct SynthReport {
     #[serde(default)]
     pub fmax_mhz: BTreeMap<String, f64>,
     pub target_mhz: Option<f64>,
+    /// The clock the PLL actually makes (it can differ from the target: 41.67 MHz for 42 on the
+    /// ULX3S's 25 MHz oscillator).
+    pub core_hz: Option<f64>,
     pub meets_target: Option<bool>,
     pub lanes: u32,
     pub max_bits: u32,
@@ -163,6 +166,7 @@ pub struct BoardRate {
     /// "sim" (measured at this lane count in this run) or "formula" (docs/rtl.md, exact).
     pub cycles_source: String,
     pub verifies_per_second_at_fmax: Option<f64>,
+    /// At the clock the build runs: the PLL's (`core_hz`), else the target.
     pub verifies_per_second_at_target: Option<f64>,
 }
 
@@ -244,7 +248,7 @@ fn board(dir: &Path, name: &str, cases: &[Case], rtl: &[RtlLanes]) -> BoardRow {
             cycles,
             cycles_source: source.into(),
             verifies_per_second_at_fmax: row.fmax_mhz.map(|f| f * 1e6 / cycles as f64),
-            verifies_per_second_at_target: rep.target_mhz.map(|f| f * 1e6 / cycles as f64),
+            verifies_per_second_at_target: rep.core_hz.or(rep.target_mhz.map(|f| f * 1e6)).map(|hz| hz / cycles as f64),
         });
     }
     row
@@ -377,7 +381,7 @@ mod tests {
             &dir,
             "icebreaker",
             r#"{"board": "icebreaker", "arch": "ice40", "lanes": 8, "max_bits": 3072, "list_capacity": 256,
-                "target_mhz": 42, "core_hz": 42000000, "baud": 6000000, "clocks_per_bit": 7, "fits": true,
+                "target_mhz": 42, "core_hz": 41666700, "baud": 6000000, "clocks_per_bit": 7, "fits": true,
                 "fmax_mhz": {"clk_core": 45.5, "clk_uart": 130.2}, "meets_target": true,
                 "resources": {"ICESTORM_LC": [4810, 5280], "ICESTORM_DSP": [8, 8]}}"#,
         );
@@ -397,7 +401,8 @@ mod tests {
         let r = &ice.rates[0];
         assert_eq!((r.cycles, r.cycles_source.as_str()), (70_000, "sim"));
         assert!((r.verifies_per_second_at_fmax.unwrap() - 45.5e6 / 70_000.0).abs() < 1e-9);
-        assert!((r.verifies_per_second_at_target.unwrap() - 42e6 / 70_000.0).abs() < 1e-9);
+        // at the PLL's clock, not the target
+        assert!((r.verifies_per_second_at_target.unwrap() - 41_666_700.0 / 70_000.0).abs() < 1e-9);
         let r = &ice.rates[1];
         assert_eq!((r.cycles, r.cycles_source.as_str()), (85_582, "formula"));
 
@@ -409,6 +414,9 @@ mod tests {
         assert_eq!(rows[3].status, "fits, misses the target clock");
         assert_eq!(rows[3].rates.len(), 1);
         assert_eq!(rows[3].rates[0].cycles, verify_cycles(2048, 65537, 16));
+        // no core_hz in the report: the target clock
+        let r = &rows[3].rates[0];
+        assert!((r.verifies_per_second_at_target.unwrap() - 100e6 / r.cycles as f64).abs() < 1e-9);
     }
 
     #[test]

@@ -214,7 +214,7 @@ pub fn tables(r: &Report) -> Vec<Table> {
     // Boards.
     let mut t = Table::new(
         "Boards: verifies/s at Fmax (latest scripts/synth report)",
-        &["board", "status", "lanes", "Fmax MHz (target)", "scheme", "bits", "cycles (source)", "verifies/s at Fmax", "at target clock"],
+        &["board", "status", "lanes", "Fmax MHz (target)", "scheme", "bits", "cycles (source)", "verifies/s at Fmax", "at its clock"],
     );
     for b in &r.boards {
         let clocks = match (b.fmax_mhz, b.target_mhz) {
@@ -241,7 +241,7 @@ pub fn tables(r: &Report) -> Vec<Table> {
             ]);
         }
     }
-    t.note = "Fmax: the slowest clock nextpnr reports. cycles: sim = measured in this run at the board's lane count; formula = docs/rtl.md (exact) where that lane count was not simulated.".into();
+    t.note = "Fmax: the slowest clock nextpnr reports; its clock: what the PLL makes of the target (report.json core_hz). cycles: sim = measured in this run at the board's lane count; formula = docs/rtl.md (exact) where that lane count was not simulated.".into();
     out.push(t);
 
     // Link.
