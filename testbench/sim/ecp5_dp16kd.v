@@ -236,60 +236,51 @@ module DP16KD(
         for (i = 0; i < DEPTH; i = i + 1) mem[i] = {W{1'b0}};
     end
 
-    // port A
-    wire [17:0] dia = {DIA17, DIA16, DIA15, DIA14, DIA13, DIA12, DIA11, DIA10, DIA9, DIA8, DIA7, DIA6, DIA5, DIA4, DIA3, DIA2, DIA1, DIA0};
-    wire [13:0] ada = {ADA13, ADA12, ADA11, ADA10, ADA9, ADA8, ADA7, ADA6, ADA5, ADA4, ADA3, ADA2, ADA1, ADA0};
-    wire [13-K:0] waa = ada[13:K];
-    // CSDECODE_A is a string "0bXYZ": bit 0 of each character is the digit
-    wire csa = {CSA2, CSA1, CSA0} == {CSDECODE_A[16], CSDECODE_A[8], CSDECODE_A[0]};
-    // x18: AD[1:0] enable the low and the high 9-bit byte
-    wire [17:0] bea = W == 18 ? {{9{ada[1]}}, {9{ada[0]}}} : {18{1'b1}};
-    wire [W-1:0] mergeda = (mem[waa] & ~bea[W-1:0]) | (dia[W-1:0] & bea[W-1:0]);
-    reg [W-1:0] qa = 0, ra = 0;
-    always @(posedge CLKA) begin
-        if (RSTA) begin
-            qa <= 0;
-        end else if (CEA && csa) begin
-            if (WEA) begin
-                mem[waa] <= mergeda;
-                if (WRITEMODE_A == "READBEFOREWRITE") qa <= mem[waa];
-                else if (WRITEMODE_A == "WRITETHROUGH") qa <= mergeda;
-            end else begin
-                qa <= mem[waa];
-            end
-        end
-        if (RSTA) ra <= 0;
-        else if (OCEA) ra <= qa;
-    end
-    wire [W-1:0] doa = REGMODE_A == "OUTREG" ? ra : qa;
-    assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} = {{(18 - W){1'b0}}, doa};
+    // The two ports, index 0 = A and 1 = B, share one description.
+    wire [17:0] di [0:1];
+    wire [13:0] ad [0:1];
+    wire [2:0] cs [0:1], csdecode [0:1];
+    assign di[0] = {DIA17, DIA16, DIA15, DIA14, DIA13, DIA12, DIA11, DIA10, DIA9, DIA8, DIA7, DIA6, DIA5, DIA4, DIA3, DIA2, DIA1, DIA0};
+    assign di[1] = {DIB17, DIB16, DIB15, DIB14, DIB13, DIB12, DIB11, DIB10, DIB9, DIB8, DIB7, DIB6, DIB5, DIB4, DIB3, DIB2, DIB1, DIB0};
+    assign ad[0] = {ADA13, ADA12, ADA11, ADA10, ADA9, ADA8, ADA7, ADA6, ADA5, ADA4, ADA3, ADA2, ADA1, ADA0};
+    assign ad[1] = {ADB13, ADB12, ADB11, ADB10, ADB9, ADB8, ADB7, ADB6, ADB5, ADB4, ADB3, ADB2, ADB1, ADB0};
+    assign cs[0] = {CSA2, CSA1, CSA0};
+    assign cs[1] = {CSB2, CSB1, CSB0};
+    // CSDECODE_x is a string "0bXYZ": bit 0 of each character is the digit
+    assign csdecode[0] = {CSDECODE_A[16], CSDECODE_A[8], CSDECODE_A[0]};
+    assign csdecode[1] = {CSDECODE_B[16], CSDECODE_B[8], CSDECODE_B[0]};
+    wire [1:0] clk = {CLKB, CLKA}, ce = {CEB, CEA}, oce = {OCEB, OCEA}, we = {WEB, WEA}, rst = {RSTB, RSTA};
+    wire [1:0] read_before_write = {WRITEMODE_B == "READBEFOREWRITE", WRITEMODE_A == "READBEFOREWRITE"};
+    wire [1:0] write_through = {WRITEMODE_B == "WRITETHROUGH", WRITEMODE_A == "WRITETHROUGH"};
+    wire [1:0] out_reg = {REGMODE_B == "OUTREG", REGMODE_A == "OUTREG"};
+    wire [W-1:0] dout [0:1];
 
-    // port B
-    wire [17:0] dib = {DIB17, DIB16, DIB15, DIB14, DIB13, DIB12, DIB11, DIB10, DIB9, DIB8, DIB7, DIB6, DIB5, DIB4, DIB3, DIB2, DIB1, DIB0};
-    wire [13:0] adb = {ADB13, ADB12, ADB11, ADB10, ADB9, ADB8, ADB7, ADB6, ADB5, ADB4, ADB3, ADB2, ADB1, ADB0};
-    wire [13-K:0] wab = adb[13:K];
-    // CSDECODE_B is a string "0bXYZ": bit 0 of each character is the digit
-    wire csb = {CSB2, CSB1, CSB0} == {CSDECODE_B[16], CSDECODE_B[8], CSDECODE_B[0]};
-    // x18: AD[1:0] enable the low and the high 9-bit byte
-    wire [17:0] beb = W == 18 ? {{9{adb[1]}}, {9{adb[0]}}} : {18{1'b1}};
-    wire [W-1:0] mergedb = (mem[wab] & ~beb[W-1:0]) | (dib[W-1:0] & beb[W-1:0]);
-    reg [W-1:0] qb = 0, rb = 0;
-    always @(posedge CLKB) begin
-        if (RSTB) begin
-            qb <= 0;
-        end else if (CEB && csb) begin
-            if (WEB) begin
-                mem[wab] <= mergedb;
-                if (WRITEMODE_B == "READBEFOREWRITE") qb <= mem[wab];
-                else if (WRITEMODE_B == "WRITETHROUGH") qb <= mergedb;
-            end else begin
-                qb <= mem[wab];
+    genvar p;
+    generate for (p = 0; p < 2; p = p + 1) begin : port
+        wire [13-K:0] wa = ad[p][13:K];
+        // x18: AD[1:0] enable the low and the high 9-bit byte
+        wire [17:0] be = W == 18 ? {{9{ad[p][1]}}, {9{ad[p][0]}}} : {18{1'b1}};
+        wire [W-1:0] merged = (mem[wa] & ~be[W-1:0]) | (di[p][W-1:0] & be[W-1:0]);
+        reg [W-1:0] q = 0, r = 0;
+        always @(posedge clk[p]) begin
+            if (rst[p]) begin
+                q <= 0;
+            end else if (ce[p] && cs[p] == csdecode[p]) begin
+                if (we[p]) begin
+                    mem[wa] <= merged;
+                    if (read_before_write[p]) q <= mem[wa];
+                    else if (write_through[p]) q <= merged;
+                end else begin
+                    q <= mem[wa];
+                end
             end
+            if (rst[p]) r <= 0;
+            else if (oce[p]) r <= q;
         end
-        if (RSTB) rb <= 0;
-        else if (OCEB) rb <= qb;
-    end
-    wire [W-1:0] dob = REGMODE_B == "OUTREG" ? rb : qb;
-    assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5, DOB4, DOB3, DOB2, DOB1, DOB0} = {{(18 - W){1'b0}}, dob};
+        assign dout[p] = out_reg[p] ? r : q;
+    end endgenerate
+
+    assign {DOA17, DOA16, DOA15, DOA14, DOA13, DOA12, DOA11, DOA10, DOA9, DOA8, DOA7, DOA6, DOA5, DOA4, DOA3, DOA2, DOA1, DOA0} = {{(18 - W){1'b0}}, dout[0]};
+    assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5, DOB4, DOB3, DOB2, DOB1, DOB0} = {{(18 - W){1'b0}}, dout[1]};
 
 endmodule
